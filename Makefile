@@ -1,0 +1,53 @@
+# Developer entry points. Everything runs from the project's own virtualenvs, built from the
+# pinned requirements: .venv (code, tests, linters) and .venv-sam (SAM CLI + cfn-lint).
+PYTHON ?= python3
+VENV := .venv
+SAMVENV := .venv-sam
+PY := $(VENV)/bin/python
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help venv venv-sam test lint lint-python lint-cfn build bench clean
+
+help:
+	@echo "make test    run the test suite"
+	@echo "make lint    ruff, mypy, cfn-lint, sam validate --lint"
+	@echo "make build   sam build (the Lambda package for arm64)"
+	@echo "make bench   print the broker's benchmarks"
+
+$(VENV)/.installed: requirements/dev.txt functions/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+$(SAMVENV)/.installed: requirements/sam.txt
+	$(PYTHON) -m venv $(SAMVENV)
+	$(SAMVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAMVENV)/bin/python -m pip install --quiet -r requirements/sam.txt
+	touch $@
+
+venv: $(VENV)/.installed
+venv-sam: $(SAMVENV)/.installed
+
+test: venv
+	$(PY) -m pytest
+
+lint: lint-python lint-cfn
+
+lint-python: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+lint-cfn: venv-sam
+	$(SAMVENV)/bin/cfn-lint template.yaml
+	$(SAMVENV)/bin/sam validate --lint
+
+build: venv-sam
+	$(SAMVENV)/bin/sam build
+
+bench: venv
+	$(PY) bench/broker_request.py
+
+clean:
+	rm -rf .aws-sam

@@ -1,0 +1,99 @@
+"""The Lambda: routes and exception handlers over :mod:`broker.service`, nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import service
+from .problems import BrokerError, MethodNotAllowed, NotFound, problem_response
+from .web import bearer_token, json_body
+
+logger = Logger(service="cabroker")
+tracer = Tracer(service="cabroker")
+app = APIGatewayHttpResolver(debug=False)
+
+ROUTES = {"/v1/token": ["POST"], "/v1/grants": ["GET"], "/v1/config": ["GET"]}
+
+
+def _json(body: dict[str, Any], cache: str = "no-store") -> Response[str]:
+    return Response(
+        status_code=200,
+        content_type="application/json",
+        body=json.dumps(body),
+        headers={"Cache-Control": cache},
+    )
+
+
+def _caller() -> service.Caller:
+    broker = service.current()
+    headers = app.current_event.headers or {}
+    return broker.authenticate(bearer_token(headers, broker.settings.max_id_token_bytes))
+
+
+@app.post("/v1/token")
+def token() -> Response[str]:
+    caller = _caller()
+    event = app.current_event
+    body = json_body(
+        event.body,
+        is_base64=bool(event.is_base64_encoded),
+        content_type=event.headers.get("content-type"),
+        max_bytes=service.current().settings.max_body_bytes,
+    )
+    return _json(service.current().token(caller, body))
+
+
+@app.get("/v1/grants")
+def grants() -> Response[str]:
+    return _json(service.current().grants(_caller()))
+
+
+@app.get("/v1/config")
+def config() -> Response[str]:
+    return _json(service.current().config(), cache="max-age=60")
+
+
+@app.not_found
+def not_found(_: NotFoundError) -> Response[str]:
+    path = app.current_event.path
+    allowed = ROUTES.get(path)
+    if allowed:
+        method = app.current_event.http_method
+        error: BrokerError = MethodNotAllowed(f"{path} accepts {', '.join(allowed)}", allowed)
+        logger.info("method not allowed", extra={"path": path, "method": method})
+    else:
+        error = NotFound(
+            f"no route {path}; the API is POST /v1/token, GET /v1/grants, GET /v1/config"
+        )
+    return problem_response(error, instance=path)
+
+
+def broker_error(error: BrokerError) -> Response[str]:
+    return problem_response(error, instance=app.current_event.path)
+
+
+def unexpected(error: Exception) -> Response[str]:
+    # A bug, never bad input: log it with its traceback, tell the caller nothing of it.
+    logger.exception("unhandled error")
+    return problem_response(
+        BrokerError("the broker failed unexpectedly; try again, and report it if it persists"),
+        instance=app.current_event.path,
+    )
+
+
+# Registered by call rather than decorator: the decorator is untyped and would untype them.
+app.exception_handler(BrokerError)(broker_error)
+app.exception_handler(Exception)(unexpected)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

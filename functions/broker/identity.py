@@ -1,0 +1,337 @@
+"""Phase one: prove an OIDC ID token, or say precisely why not.
+
+The unverified ``iss`` is read only to pick which trusted issuer's keys to use.  Everything
+else is checked by PyJWT with every check switched on explicitly: the signature with an
+algorithm pinned to an asymmetric family and to the key's type, ``iss`` exact, ``aud``, ``exp``
+(required), ``nbf`` and ``iat`` with a small leeway, and ``sub`` required.  Headers that try to
+bring their own key (``jwk``, ``jku``, ``x5u``, ``x5c``) or extensions (``crit``) are refused.
+
+Issuer keys come from OIDC discovery and the JWKS it names, cached in memory per issuer:
+refreshed after a TTL, at most once per short interval when a token names an unknown ``kid``,
+and served stale for a bounded time when the issuer cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+from aws_lambda_powertools import Logger
+
+from .problems import InvalidToken, IssuerUnavailable
+from .rules import LOOPBACK_HOSTS, Issuer, RuleSet
+
+logger = Logger(service="cabroker", child=True)
+
+# Algorithm → (JWK key type, EC curve or None).  Asymmetric only: never "none" nor HMAC.
+ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+}
+FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
+REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+MAX_DOCUMENT_BYTES = 512 * 1024
+FAILURE_BACKOFF_SECONDS = 5.0
+
+FetchJson = Callable[[str], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A caller whose ID token was verified."""
+
+    issuer: Issuer
+    subject: str
+    claims: Mapping[str, Any]
+    token_sha256: str  # for audit logs: never log the token itself
+
+
+class FetchError(Exception):
+    """An issuer document could not be fetched or is not usable."""
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect could downgrade https to http; refuse it
+
+
+def http_fetcher(timeout: float) -> FetchJson:
+    """A small JSON-over-HTTP(S) GET with a timeout, a size cap and no redirects."""
+    opener = urllib.request.build_opener(_NoRedirects)
+
+    def fetch(url: str) -> Mapping[str, Any]:
+        if not _allowed_fetch_url(url):
+            raise FetchError(f"{url} is neither https:// nor http:// on a loopback host")
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                raw = response.read(MAX_DOCUMENT_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise FetchError(f"{url} answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise FetchError(f"{url} is unreachable: {exc}") from None
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise FetchError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise FetchError(f"{url} did not answer JSON") from None
+        if not isinstance(document, dict):
+            raise FetchError(f"{url} did not answer a JSON object")
+        return document
+
+    return fetch
+
+
+def _allowed_fetch_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
+# --------------------------------------------------------------------------- key cache
+
+
+@dataclass(frozen=True)
+class _Key:
+    jwk: jwt.PyJWK
+    declared_alg: str | None  # the JWK's own "alg", when it names one
+    curve: str | None  # the JWK's "crv", for EC keys
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, _Key]  # kid → key ("" for keys without a kid)
+    fetched_at: float
+
+
+@dataclass
+class _IssuerState:
+    keyset: _KeySet | None = None
+    last_forced_refresh: float = float("-inf")
+    retry_not_before: float = float("-inf")
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class IssuerKeys:
+    """JWKS cache for every trusted issuer (in memory, per Lambda instance)."""
+
+    def __init__(
+        self,
+        fetch_json: FetchJson,
+        *,
+        ttl: float,
+        min_refresh_interval: float,
+        stale_if_error: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch_json
+        self._ttl = ttl
+        self._min_refresh = min_refresh_interval
+        self._stale = stale_if_error
+        self._clock = clock
+        self._states: dict[str, _IssuerState] = {}
+        self._states_lock = threading.Lock()
+
+    def key(self, issuer: Issuer, kid: str | None, algorithm: str) -> jwt.PyJWK:
+        state = self._state(issuer.url)
+        with state.lock:
+            now = self._clock()
+            keyset = state.keyset
+            if keyset is None or now - keyset.fetched_at >= self._ttl:
+                keyset = self._refresh(issuer, state, now)
+            key = _select(keyset, kid, algorithm)
+            if key is None and now - state.last_forced_refresh >= self._min_refresh:
+                # An unknown kid may mean the issuer rotated its keys: look once, then not
+                # again for a while, so unknown kids cannot make us hammer the issuer.
+                state.last_forced_refresh = now
+                keyset = self._refresh(issuer, state, now, force=True)
+                key = _select(keyset, kid, algorithm)
+        if key is None:
+            raise InvalidToken(
+                f"the ID token's signing key (kid {kid!r}) is not among {issuer.name}'s keys"
+            )
+        return key
+
+    def _state(self, url: str) -> _IssuerState:
+        with self._states_lock:
+            return self._states.setdefault(url, _IssuerState())
+
+    def _refresh(
+        self, issuer: Issuer, state: _IssuerState, now: float, force: bool = False
+    ) -> _KeySet:
+        stale = state.keyset
+        usable_stale = stale is not None and now - stale.fetched_at < self._ttl + self._stale
+        if now < state.retry_not_before and not force:
+            if stale is not None and usable_stale:
+                return stale
+            raise IssuerUnavailable(
+                f"the keys of issuer {issuer.name!r} are unavailable; try again shortly",
+                retry_after=int(FAILURE_BACKOFF_SECONDS),
+            )
+        try:
+            state.keyset = _KeySet(keys=self._download(issuer), fetched_at=now)
+            return state.keyset
+        except FetchError as exc:
+            state.retry_not_before = now + FAILURE_BACKOFF_SECONDS
+            if stale is not None and usable_stale:
+                logger.warning(
+                    "serving stale issuer keys",
+                    extra={"issuer": issuer.name, "reason": str(exc)},
+                )
+                return stale
+            logger.error(
+                "issuer keys unavailable", extra={"issuer": issuer.name, "reason": str(exc)}
+            )
+            raise IssuerUnavailable(
+                f"the keys of issuer {issuer.name!r} could not be fetched; try again shortly",
+                retry_after=int(FAILURE_BACKOFF_SECONDS),
+            ) from None
+
+    def _download(self, issuer: Issuer) -> dict[str, _Key]:
+        discovery_url = issuer.url.rstrip("/") + "/.well-known/openid-configuration"
+        discovery = self._fetch(discovery_url)
+        if discovery.get("issuer") != issuer.url:
+            raise FetchError(f"{discovery_url} names another issuer")
+        jwks_uri = discovery.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not _allowed_fetch_url(jwks_uri):
+            raise FetchError(f"{discovery_url} has no usable https jwks_uri")
+        raw_keys = self._fetch(jwks_uri).get("keys")
+        if not isinstance(raw_keys, list):
+            raise FetchError(f"{jwks_uri} is not a JWK set")
+        keys: dict[str, _Key] = {}
+        for raw in raw_keys:
+            if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
+                continue
+            if "alg" in raw and raw["alg"] not in ALGORITHMS:
+                continue
+            try:
+                key = _Key(jwt.PyJWK(raw), raw.get("alg"), raw.get("crv"))
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+                continue  # keys we cannot use (HMAC, unknown types) are skipped, not fatal
+            kid = raw.get("kid", "")
+            keys[kid if isinstance(kid, str) else ""] = key
+        if not keys:
+            raise FetchError(f"{jwks_uri} holds no usable signing key")
+        return keys
+
+
+def _select(keyset: _KeySet, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+    if kid is None:
+        candidates = [k.jwk for k in keyset.keys.values() if _fits(k, algorithm)]
+        return candidates[0] if len(candidates) == 1 else None
+    key = keyset.keys.get(kid)
+    return key.jwk if key is not None and _fits(key, algorithm) else None
+
+
+def _fits(key: _Key, algorithm: str) -> bool:
+    """The header's algorithm must suit the key's type and curve, and its declared alg."""
+    key_type, curve = ALGORITHMS[algorithm]
+    if key.jwk.key_type != key_type or (curve is not None and key.curve != curve):
+        return False
+    return key.declared_alg is None or key.declared_alg == algorithm
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class Verifier:
+    def __init__(self, keys: IssuerKeys, *, leeway: int, max_token_bytes: int) -> None:
+        self._keys = keys
+        self._leeway = leeway
+        self._max_bytes = max_token_bytes
+
+    def verify(self, token: str, rules: RuleSet) -> Identity:
+        if len(token) > self._max_bytes:
+            raise InvalidToken(f"the ID token is longer than {self._max_bytes} bytes")
+        if token.count(".") != 2:
+            raise InvalidToken("the bearer token is not a signed JWT (JWS compact form)")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise InvalidToken("the bearer token is not a well-formed JWT") from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+            raise InvalidToken(
+                f"the ID token's algorithm {str(algorithm)[:20]!r} is not accepted "
+                f"(accepted: {', '.join(ALGORITHMS)})"
+            )
+        smuggled = sorted(FORBIDDEN_HEADERS & header.keys())
+        if smuggled:
+            raise InvalidToken(f"the ID token's header may not carry {', '.join(smuggled)}")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("the ID token's kid must be a string")
+        claimed_issuer = unverified.get("iss")
+        issuer = rules.issuer_for_url(claimed_issuer) if isinstance(claimed_issuer, str) else None
+        if issuer is None:
+            raise InvalidToken("the ID token's issuer is not trusted by this broker")
+        key = self._keys.key(issuer, kid, algorithm)
+        claims = self._decode(token, key, algorithm, issuer)
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("the ID token's sub claim must be a non-empty string")
+        return Identity(
+            issuer=issuer,
+            subject=subject,
+            claims=claims,
+            token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        )
+
+    def _decode(self, token: str, key: jwt.PyJWK, algorithm: str, issuer: Issuer) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[algorithm],
+                audience=issuer.audience,
+                issuer=issuer.url,
+                leeway=self._leeway,
+                options={
+                    "verify_signature": True,
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_aud": True,
+                    "verify_iss": True,
+                    "strict_aud": False,
+                    "require": REQUIRED_CLAIMS,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("the ID token has expired; get a fresh one") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("the ID token is not valid yet (nbf or iat in the future)") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken(
+                f"the ID token's audience must be {issuer.audience!r} for issuer {issuer.name!r}"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("the ID token's issuer does not match its keys") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"the ID token lacks the required {exc.claim!r} claim") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("the ID token's signature does not verify") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("the ID token could not be verified") from None

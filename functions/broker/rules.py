@@ -1,0 +1,320 @@
+"""The access-rules document: load, validate strictly, compile, match.
+
+Rules are data compiled once at load (design.md §4).  A bad document is refused as a whole with
+the rule's name, the field and the reason; the broker then refuses to serve rather than fall
+open.  Matching works on claims that :mod:`broker.identity` has already verified.
+
+Claim constraints are anchored, case-sensitive globs in which ``*`` matches any run of
+characters (``/`` included) and every other character stands for itself.  A constraint is one
+pattern or a list of alternatives.  A string claim matches when a pattern matches it; a list
+claim matches when any of its string elements does; every other type never matches, and a
+missing claim never matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+from . import names
+from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS
+
+Access = Literal["read", "publish"]
+ACCESS_LEVELS: tuple[Access, ...] = ("read", "publish")
+DEFAULT_MAX_DURATION = 3600
+MAX_PACKAGE_PATTERNS = 20
+
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ISSUER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class RulesError(ValueError):
+    """The rules document is invalid; the message names where and why."""
+
+
+@dataclass(frozen=True)
+class Issuer:
+    name: str
+    url: str
+    audience: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    repository: str
+    access: Access
+    packages: tuple[str, ...]  # normalized patterns; empty for read
+    max_duration: int
+
+
+@dataclass(frozen=True)
+class ClaimConstraint:
+    claim: str
+    exact: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...]
+
+    def matches(self, value: object) -> bool:
+        if isinstance(value, str):
+            return self._matches_string(value)
+        if isinstance(value, list):
+            return any(isinstance(item, str) and self._matches_string(item) for item in value)
+        return False
+
+    def _matches_string(self, value: str) -> bool:
+        return value in self.exact or any(p.fullmatch(value) for p in self.patterns)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    issuer: str
+    constraints: tuple[ClaimConstraint, ...]
+    grant: Grant
+
+    def matches(self, issuer: str, claims: Mapping[str, Any]) -> bool:
+        if issuer != self.issuer or not self.constraints:
+            return False
+        return all(c.claim in claims and c.matches(claims[c.claim]) for c in self.constraints)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    issuers: Mapping[str, Issuer]
+    rules: tuple[Rule, ...]
+
+    def issuer_for_url(self, url: str) -> Issuer | None:
+        for issuer in self.issuers.values():
+            if issuer.url == url:
+                return issuer
+        return None
+
+    def matching(self, issuer: str, claims: Mapping[str, Any]) -> list[Rule]:
+        return [rule for rule in self.rules if rule.matches(issuer, claims)]
+
+    def repositories(self) -> list[str]:
+        return sorted({rule.grant.repository for rule in self.rules})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise RulesError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def parse(text: str) -> RuleSet:
+    """Parse and validate a rules document (YAML or JSON)."""
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise RulesError(f"not valid YAML: {exc}") from None
+    return compile_document(document)
+
+
+def compile_document(document: object) -> RuleSet:
+    doc = _mapping(document, "document")
+    _only_keys(doc, {"version", "issuers", "rules"}, "document")
+    if doc.get("version") != 1:
+        raise RulesError("document: field 'version' must be 1")
+    issuers = _issuers(doc.get("issuers", {}))
+    raw_rules = doc.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise RulesError("document: field 'rules' must be a list")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_rules):
+        rule = _rule(raw, index, issuers)
+        if rule.name in seen:
+            raise RulesError(f"rule {rule.name!r}: field 'name' is used by another rule")
+        seen.add(rule.name)
+        rules.append(rule)
+    return RuleSet(issuers=issuers, rules=tuple(rules))
+
+
+def _issuers(raw: object) -> dict[str, Issuer]:
+    table = _mapping(raw, "document: field 'issuers'")
+    issuers: dict[str, Issuer] = {}
+    urls: set[str] = set()
+    for name, spec in table.items():
+        where = f"issuer {name!r}"
+        if not isinstance(name, str) or not _ISSUER_NAME.fullmatch(name):
+            raise RulesError(f"{where}: name must match {_ISSUER_NAME.pattern}")
+        fields = _mapping(spec, where)
+        _only_keys(fields, {"url", "audience", "client_id"}, where)
+        url = _string(fields.get("url"), f"{where}: field 'url'")
+        reason = issuer_url_error(url)
+        if reason:
+            raise RulesError(f"{where}: field 'url' {reason}")
+        if url in urls:
+            raise RulesError(f"{where}: field 'url' is used by another issuer")
+        urls.add(url)
+        audience = _string(fields.get("audience"), f"{where}: field 'audience'")
+        client_id = fields.get("client_id")
+        if client_id is not None:
+            client_id = _string(client_id, f"{where}: field 'client_id'")
+        issuers[name] = Issuer(name=name, url=url, audience=audience, client_id=client_id)
+    return issuers
+
+
+def issuer_url_error(url: str) -> str | None:
+    """Why ``url`` cannot be a trusted issuer, or ``None``.
+
+    Issuers must be ``https://``; loopback hosts may use ``http://`` (design.md §2).
+    """
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "must not have a query, fragment or credentials"
+    if not parts.hostname:
+        return "must be an absolute URL"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return None
+    return "must use https:// (http:// only for loopback hosts)"
+
+
+def _rule(raw: object, index: int, issuers: Mapping[str, Issuer]) -> Rule:
+    fields = _mapping(raw, f"rule #{index + 1}")
+    name = fields.get("name")
+    if not isinstance(name, str) or not _RULE_NAME.fullmatch(name):
+        raise RulesError(f"rule #{index + 1}: field 'name' must match {_RULE_NAME.pattern}")
+    where = f"rule {name!r}"
+    _only_keys(fields, {"name", "issuer", "claims", "grant"}, where)
+    issuer = fields.get("issuer")
+    if not isinstance(issuer, str) or issuer not in issuers:
+        raise RulesError(f"{where}: field 'issuer' must name one of the document's issuers")
+    constraints = _constraints(fields.get("claims"), where)
+    grant = _grant(fields.get("grant"), where)
+    return Rule(name=name, issuer=issuer, constraints=constraints, grant=grant)
+
+
+def _constraints(raw: object, where: str) -> tuple[ClaimConstraint, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise RulesError(
+            f"{where}: field 'claims' must be a non-empty mapping (a rule without claim "
+            "constraints would match every identity of its issuer)"
+        )
+    constraints = []
+    for claim, value in raw.items():
+        field = f"{where}: field 'claims.{claim}'"
+        if not isinstance(claim, str) or not claim:
+            raise RulesError(f"{where}: claim names must be non-empty strings")
+        alternatives = value if isinstance(value, list) else [value]
+        if not alternatives:
+            raise RulesError(f"{field} must not be an empty list")
+        exact: set[str] = set()
+        patterns: list[re.Pattern[str]] = []
+        for alternative in alternatives:
+            if not isinstance(alternative, str) or not alternative:
+                raise RulesError(
+                    f"{field} must be a non-empty string or a list of them "
+                    f"(got {type(alternative).__name__}; quote values such as true or 123)"
+                )
+            if alternative.strip("*") == "":
+                raise RulesError(f"{field} must constrain the value; '*' alone matches anything")
+            if "*" in alternative:
+                patterns.append(glob_to_regex(alternative))
+            else:
+                exact.add(alternative)
+        constraints.append(ClaimConstraint(claim, frozenset(exact), tuple(patterns)))
+    return tuple(constraints)
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile an anchored, case-sensitive glob in which only ``*`` is special."""
+    body = ".*".join(re.escape(part) for part in pattern.split("*"))
+    # \A and \Z: "$" would also match before a trailing newline.
+    return re.compile(rf"\A{body}\Z", re.DOTALL)
+
+
+def _grant(raw: object, where: str) -> Grant:
+    fields = _mapping(raw, f"{where}: field 'grant'")
+    where = f"{where}: field 'grant"
+    _only_keys(fields, {"repository", "access", "packages", "max_duration"}, where + "'")
+    repository = fields.get("repository")
+    if not isinstance(repository, str) or not REPOSITORY_NAME.fullmatch(repository):
+        raise RulesError(f"{where}.repository' must be a CodeArtifact repository name")
+    access = fields.get("access")
+    if access not in ACCESS_LEVELS:
+        raise RulesError(f"{where}.access' must be 'read' or 'publish'")
+    packages: tuple[str, ...] = ()
+    if access == "publish":
+        packages = package_patterns(fields.get("packages"), f"{where}.packages'")
+    elif "packages" in fields:
+        raise RulesError(
+            f"{where}.packages' only applies to publish grants (read is repository-wide)"
+        )
+    max_duration = fields.get("max_duration", DEFAULT_MAX_DURATION)
+    if (
+        not isinstance(max_duration, int)
+        or isinstance(max_duration, bool)
+        or not MIN_TOKEN_SECONDS <= max_duration <= MAX_TOKEN_SECONDS
+    ):
+        raise RulesError(
+            f"{where}.max_duration' must be a whole number of seconds from "
+            f"{MIN_TOKEN_SECONDS} to {MAX_TOKEN_SECONDS}"
+        )
+    return Grant(
+        repository=repository,
+        access=access,
+        packages=packages,
+        max_duration=max_duration,
+    )
+
+
+def package_patterns(raw: object, field: str) -> tuple[str, ...]:
+    """Validate and normalize a non-empty list of package patterns, keeping order, no repeats."""
+    if not isinstance(raw, list) or not raw:
+        raise RulesError(f"{field} must be a non-empty list of package patterns (e.g. 'acme-*')")
+    if len(raw) > MAX_PACKAGE_PATTERNS:
+        raise RulesError(f"{field} may list at most {MAX_PACKAGE_PATTERNS} patterns")
+    normalized: list[str] = []
+    for pattern in raw:
+        reason = names.pattern_error(pattern)
+        if reason:
+            raise RulesError(f"{field}: {pattern!r} {reason}")
+        value = names.normalize_pattern(pattern)
+        if value not in normalized:
+            normalized.append(value)
+    return tuple(normalized)
+
+
+def _mapping(raw: object, where: str) -> dict[Any, Any]:
+    if not isinstance(raw, dict):
+        raise RulesError(f"{where} must be a mapping")
+    return raw
+
+
+def _string(raw: object, where: str) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise RulesError(f"{where} must be a non-empty string")
+    return raw
+
+
+def _only_keys(fields: Mapping[Any, Any], allowed: Iterable[str], where: str) -> None:
+    unknown = sorted(str(key) for key in fields if key not in set(allowed))
+    if unknown:
+        raise RulesError(f"{where}: unknown field(s) {', '.join(unknown)}")

@@ -1,0 +1,121 @@
+"""Where the rules document comes from: a file (devstack, tests) or an SSM parameter (AWS).
+
+The document is compiled once per distinct text.  A document that does not validate makes the
+broker refuse to serve (503 ``rules-unavailable``, an error log naming the problem); it never
+falls back to older rules.  When SSM itself cannot be reached, the last document that did load
+keeps serving for at most ``stale_seconds``, because an outage says nothing about the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aws_lambda_powertools import Logger
+
+from .problems import RulesUnavailable
+from .rules import RulesError, RuleSet, parse
+
+logger = Logger(service="cabroker", child=True)
+
+Loader = Callable[[], str]
+
+
+class SourceError(Exception):
+    """The rules document could not be read (file missing, SSM unreachable…)."""
+
+
+class RulesSource:
+    def __init__(
+        self,
+        load: Loader,
+        description: str,
+        *,
+        stale_seconds: float = 3600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._description = description
+        self._stale = stale_seconds
+        self._clock = clock
+        self._digest: str | None = None
+        self._rules: RuleSet | None = None
+        self._loaded_at = float("-inf")
+        self._error: str | None = None
+
+    def current(self) -> RuleSet:
+        try:
+            text = self._load()
+        except SourceError as exc:
+            return self._stale_or_fail(str(exc))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if digest != self._digest:
+            self._digest = digest
+            try:
+                self._rules, self._error = parse(text), None
+                logger.info(
+                    "rules loaded",
+                    extra={
+                        "source": self._description,
+                        "sha256": digest,
+                        "rules": len(self._rules.rules),
+                        "issuers": sorted(self._rules.issuers),
+                    },
+                )
+            except RulesError as exc:
+                self._rules, self._error = None, str(exc)
+        if self._rules is None:
+            logger.error(
+                "rules document is invalid; refusing to serve",
+                extra={"source": self._description, "reason": self._error},
+            )
+            raise RulesUnavailable(
+                "the broker's access rules are invalid; an admin has been alerted",
+                retry_after=60,
+            )
+        self._loaded_at = self._clock()
+        return self._rules
+
+    def _stale_or_fail(self, reason: str) -> RuleSet:
+        age = self._clock() - self._loaded_at
+        if self._rules is not None and age <= self._stale:
+            logger.warning(
+                "rules source unavailable; serving the last rules loaded",
+                extra={"source": self._description, "reason": reason, "age_seconds": int(age)},
+            )
+            return self._rules
+        logger.error(
+            "rules source unavailable", extra={"source": self._description, "reason": reason}
+        )
+        raise RulesUnavailable(
+            "the broker's access rules could not be loaded; try again shortly", retry_after=10
+        )
+
+
+def file_loader(path: str) -> Loader:
+    def load() -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read {path}: {exc}") from None
+
+    return load
+
+
+def ssm_loader(name: str, max_age: int) -> Loader:
+    """Read an SSM parameter through Powertools Parameters (cached for ``max_age`` seconds)."""
+    from aws_lambda_powertools.utilities import parameters
+    from botocore.exceptions import BotoCoreError
+
+    def load() -> str:
+        try:
+            value = parameters.get_parameter(name, max_age=max_age)
+        except (parameters.exceptions.GetParameterError, BotoCoreError) as exc:
+            raise SourceError(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
+        if not isinstance(value, str):
+            raise SourceError(f"SSM parameter {name} is not a string")
+        return value
+
+    return load

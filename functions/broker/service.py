@@ -1,0 +1,233 @@
+"""The broker's use cases over its pure modules: authenticate, list grants, mint, describe.
+
+Builds its collaborators once per process from :class:`~broker.settings.Settings`.  Every
+decision is audit-logged with who (issuer, subject, rule) and what (repository, access,
+packages, expiry) plus a SHA-256 of the ID token, never the token itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from . import __version__
+from .grants import ResolvedGrant, describe_grants, parse_token_request, resolve
+from .identity import Identity, IssuerKeys, Verifier, http_fetcher
+from .problems import BrokerError, InvalidToken, ServiceUnavailable
+from .rules import MAX_PACKAGE_PATTERNS, RuleSet
+from .rulesource import RulesSource, file_loader, ssm_loader
+from .scope import Domain, partition_of, session_policy
+from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, Settings, SettingsError
+from .tokens import Minter
+
+logger = Logger(service="cabroker", child=True)
+METRICS_NAMESPACE = "CodeArtifactBroker"
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: Identity
+    rules: RuleSet
+
+    def describe(self) -> str:
+        return f"issuer {self.identity.issuer.name!r} subject {self.identity.subject!r}"
+
+
+class Broker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rules: RulesSource,
+        verifier: Verifier,
+        minter: Minter,
+    ) -> None:
+        self.settings = settings
+        self._rules = rules
+        self._verifier = verifier
+        self._minter = minter
+        self._domain = Domain(
+            partition=partition_of(settings.role_arn),
+            region=settings.region,
+            owner=settings.domain_owner,
+            name=settings.domain,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Broker:
+        from . import aws  # boto3 is imported only when the broker is really built
+
+        if settings.rules_file:
+            source = RulesSource(file_loader(settings.rules_file), settings.rules_file)
+        else:
+            parameter = settings.rules_parameter or ""  # Settings guarantees one of the two
+            source = RulesSource(
+                ssm_loader(parameter, settings.rules_cache_seconds), f"ssm:{parameter}"
+            )
+        keys = IssuerKeys(
+            http_fetcher(settings.http_timeout_seconds),
+            ttl=settings.jwks_cache_seconds,
+            min_refresh_interval=settings.jwks_min_refresh_seconds,
+            stale_if_error=settings.jwks_stale_seconds,
+        )
+        verifier = Verifier(
+            keys,
+            leeway=settings.clock_leeway_seconds,
+            max_token_bytes=settings.max_id_token_bytes,
+        )
+        clients = aws.Clients(settings)
+        minter = Minter(
+            sts=clients.sts,
+            codeartifact=clients.codeartifact,
+            role_arn=settings.role_arn,
+            domain=settings.domain,
+            domain_owner=settings.domain_owner,
+            cache_margin_seconds=settings.token_cache_margin_seconds,
+            cache_size=settings.token_cache_size,
+            endpoint_cache_seconds=settings.endpoint_cache_seconds,
+        )
+        return cls(settings, rules=source, verifier=verifier, minter=minter)
+
+    # ----------------------------------------------------------------- use cases
+
+    def authenticate(self, token: str) -> Caller:
+        rules = self._rules.current()
+        try:
+            identity = self._verifier.verify(token, rules)
+        except InvalidToken as exc:
+            _count("Denials", "reason", exc.slug)
+            logger.info("authentication failed", extra={"reason": exc.detail})
+            raise
+        return Caller(identity, rules)
+
+    def grants(self, caller: Caller) -> dict[str, Any]:
+        identity = caller.identity
+        matching = caller.rules.matching(identity.issuer.name, identity.claims)
+        return {
+            "issuer": identity.issuer.name,
+            "subject": identity.subject,
+            "grants": describe_grants(matching),
+        }
+
+    def token(self, caller: Caller, body: object) -> dict[str, Any]:
+        identity = caller.identity
+        audit: dict[str, Any] = {
+            "issuer": identity.issuer.name,
+            "subject": identity.subject,
+            "id_token_sha256": identity.token_sha256,
+        }
+        try:
+            request = parse_token_request(body)
+            matching = caller.rules.matching(identity.issuer.name, identity.claims)
+            grant = resolve(matching, request, caller.describe())
+            audit.update(_grant_fields(grant))
+            policy = session_policy(grant, self._domain)
+            minted, cached = self._minter.token(identity, grant, policy)
+        except BrokerError as exc:
+            _count("Denials", "reason", exc.slug)
+            logger.info("token denied", extra={**audit, "decision": "deny", "reason": exc.slug})
+            raise
+        expires_at = _rfc3339(minted.expires_at)
+        logger.info(
+            "token issued",
+            extra={**audit, "decision": "allow", "expires_at": expires_at, "cached": cached},
+        )
+        _count("TokensIssued", "access", grant.access)
+        if cached:
+            _count("TokenCacheHits", "access", grant.access)
+        return {
+            "token": minted.token,
+            "expires_at": expires_at,
+            "username": "aws",
+            "repository": grant.repository,
+            "access": grant.access,
+            "packages": list(grant.packages),
+            "index_url": minted.endpoint + "simple/",
+            "upload_url": minted.endpoint,
+            "domain": self.settings.domain,
+            "domain_owner": self.settings.domain_owner,
+            "region": self.settings.region,
+        }
+
+    def config(self) -> dict[str, Any]:
+        rules = self._rules.current()
+        return {
+            "version": __version__,
+            "issuers": [
+                {
+                    "name": issuer.name,
+                    "url": issuer.url,
+                    "audience": issuer.audience,
+                    **({"client_id": issuer.client_id} if issuer.client_id else {}),
+                }
+                for issuer in rules.issuers.values()
+            ],
+            "repositories": rules.repositories(),
+            "domain": self.settings.domain,
+            "domain_owner": self.settings.domain_owner,
+            "region": self.settings.region,
+            "limits": {
+                "min_duration_seconds": MIN_TOKEN_SECONDS,
+                "max_duration_seconds": MAX_TOKEN_SECONDS,
+                "max_package_patterns": MAX_PACKAGE_PATTERNS,
+                "max_id_token_bytes": self.settings.max_id_token_bytes,
+                "max_body_bytes": self.settings.max_body_bytes,
+            },
+        }
+
+
+def _grant_fields(grant: ResolvedGrant) -> Mapping[str, Any]:
+    return {
+        "rule": grant.rule,
+        "repository": grant.repository,
+        "access": grant.access,
+        "packages": list(grant.packages),
+        "duration_seconds": grant.duration_seconds,
+    }
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _count(name: str, dimension: str, value: str) -> None:
+    """One CloudWatch EMF count with its own dimension (tokens by access, denials by reason)."""
+    with single_metric(
+        name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE
+    ) as metric:
+        metric.add_dimension(name=dimension, value=value)
+
+
+# ----------------------------------------------------------------- the process's broker
+
+_current: Broker | None = None
+
+
+def current() -> Broker:
+    """The broker of this process, built at first use from the environment.
+
+    Bad settings are a deployment error: they are logged loudly and every request answers 503
+    until the function is fixed, rather than failing in a way the caller cannot read.
+    """
+    global _current
+    if _current is None:
+        try:
+            _current = Broker.from_settings(Settings.from_env(os.environ))
+        except SettingsError as exc:
+            logger.critical("invalid broker settings", extra={"reason": str(exc)})
+            raise ServiceUnavailable(
+                "the broker is misconfigured; an admin has been alerted", retry_after=60
+            ) from None
+    return _current
+
+
+def use(broker: Broker | None) -> None:
+    """Replace (or with ``None``, forget) the process's broker: for tests and the devstack."""
+    global _current
+    _current = broker

@@ -1,0 +1,122 @@
+"""Function settings, read from ``BROKER_*`` environment variables and validated once.
+
+The required variables are a fixed contract (design.md §2); the optional knobs all have
+defaults and are listed in the README.  Anything wrong is reported with the variable's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,48}[a-z0-9]$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+MIN_TOKEN_SECONDS = 900
+MAX_TOKEN_SECONDS = 43200
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    rules_file: str | None
+    rules_parameter: str | None
+    role_arn: str
+    domain: str
+    domain_owner: str
+    region: str
+    rules_cache_seconds: int = 60
+    jwks_cache_seconds: int = 600
+    jwks_min_refresh_seconds: int = 60
+    jwks_stale_seconds: int = 3600
+    http_timeout_seconds: float = 3.0
+    clock_leeway_seconds: int = 60
+    max_id_token_bytes: int = 8192
+    max_body_bytes: int = 16384
+    token_cache_margin_seconds: int = 300
+    token_cache_size: int = 1024
+    endpoint_cache_seconds: int = 3600
+    aws_max_attempts: int = 3
+    aws_connect_timeout_seconds: float = 2.0
+    aws_read_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        rules_file = env.get("BROKER_RULES_FILE") or None
+        rules_parameter = env.get("BROKER_RULES_PARAMETER") or None
+        if (rules_file is None) == (rules_parameter is None):
+            raise SettingsError("set exactly one of BROKER_RULES_FILE and BROKER_RULES_PARAMETER")
+        return cls(
+            rules_file=rules_file,
+            rules_parameter=rules_parameter,
+            role_arn=_matching(env, "BROKER_ROLE_ARN", ROLE_ARN, "an IAM role ARN"),
+            domain=_matching(env, "BROKER_DOMAIN", DOMAIN_NAME, "a CodeArtifact domain name"),
+            domain_owner=_matching(
+                env, "BROKER_DOMAIN_OWNER", ACCOUNT_ID, "a 12-digit AWS account id"
+            ),
+            region=_region(env),
+            rules_cache_seconds=_int(env, "BROKER_RULES_CACHE_SECONDS", 60, 0, 3600),
+            jwks_cache_seconds=_int(env, "BROKER_JWKS_CACHE_SECONDS", 600, 0, 86400),
+            jwks_min_refresh_seconds=_int(env, "BROKER_JWKS_MIN_REFRESH_SECONDS", 60, 0, 3600),
+            jwks_stale_seconds=_int(env, "BROKER_JWKS_STALE_SECONDS", 3600, 0, 86400),
+            http_timeout_seconds=_float(env, "BROKER_HTTP_TIMEOUT_SECONDS", 3.0, 0.1, 30.0),
+            clock_leeway_seconds=_int(env, "BROKER_CLOCK_LEEWAY_SECONDS", 60, 0, 300),
+            max_id_token_bytes=_int(env, "BROKER_MAX_ID_TOKEN_BYTES", 8192, 512, 65536),
+            max_body_bytes=_int(env, "BROKER_MAX_BODY_BYTES", 16384, 256, 1048576),
+            token_cache_margin_seconds=_int(env, "BROKER_TOKEN_CACHE_MARGIN_SECONDS", 300, 0, 3600),
+            token_cache_size=_int(env, "BROKER_TOKEN_CACHE_SIZE", 1024, 0, 100000),
+            endpoint_cache_seconds=_int(env, "BROKER_ENDPOINT_CACHE_SECONDS", 3600, 0, 86400),
+            aws_max_attempts=_int(env, "BROKER_AWS_MAX_ATTEMPTS", 3, 1, 10),
+            aws_connect_timeout_seconds=_float(
+                env, "BROKER_AWS_CONNECT_TIMEOUT_SECONDS", 2.0, 0.1, 30.0
+            ),
+            aws_read_timeout_seconds=_float(env, "BROKER_AWS_READ_TIMEOUT_SECONDS", 5.0, 0.1, 60.0),
+        )
+
+
+def _matching(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise SettingsError(f"{name} is required ({what})")
+    if not pattern.fullmatch(value):
+        raise SettingsError(f"{name}={value!r} is not {what}")
+    return value
+
+
+def _region(env: Mapping[str, str]) -> str:
+    value = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    if not REGION.fullmatch(value):
+        raise SettingsError(f"AWS_REGION={value!r} is not an AWS region")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is outside {low}..{high}")
+    return value
