@@ -54,6 +54,7 @@ class ResolvedGrant:
     duration_seconds: int
 
     def key(self) -> tuple[str, Access, tuple[str, ...], int]:
+        """What the minted token can do and for how long (the rule's name does not matter)."""
         return (self.repository, self.access, self.packages, self.duration_seconds)
 
     def as_choice(self) -> dict[str, Any]:
@@ -111,11 +112,16 @@ def resolve(matching: Sequence[Rule], request: TokenRequest, who: str) -> Resolv
     """Narrow the caller's matching rules to the single grant the request means."""
     if not matching:
         raise NoMatchingRule(f"no access rule matches {who}; ask an admin for access")
-    candidates: dict[tuple[str, Access, tuple[str, ...], int], ResolvedGrant] = {}
+    # Rules that yield the same scope are one choice; the longest default duration wins.
+    candidates: dict[tuple[str, Access, tuple[str, ...]], ResolvedGrant] = {}
     for rule in matching:
         grant = _narrow(rule, request)
-        if grant is not None:
-            candidates.setdefault(grant.key(), grant)
+        if grant is None:
+            continue
+        scope = grant.key()[:3]
+        known = candidates.get(scope)
+        if known is None or grant.duration_seconds > known.duration_seconds:
+            candidates[scope] = grant
     if not candidates:
         raise GrantExceeded(
             f"no rule that matches {who} grants {request.describe()}; "
