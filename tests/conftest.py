@@ -59,7 +59,7 @@ rules:
     grant: {{repository: internal, access: read, max_duration: 43200}}
 """
 
-GITHUB_CLAIMS = {
+GITHUB_CLAIMS: dict[str, Any] = {
     "repository_owner": "acme",
     "repository": "acme/app",
     "ref": "refs/heads/main",
@@ -173,9 +173,7 @@ def broker(
     from broker.tokens import Minter
 
     settings = Settings.from_env(env)
-    keys = IssuerKeys(
-        http_fetcher(2.0), ttl=jwks_ttl, min_refresh_interval=60, stale_if_error=3600
-    )
+    keys = IssuerKeys(http_fetcher(2.0), ttl=jwks_ttl, min_refresh_interval=60, stale_if_error=3600)
     built = service.Broker(
         settings,
         rules=RulesSource(file_loader(env["BROKER_RULES_FILE"]), "test rules"),
@@ -216,7 +214,7 @@ class Answer:
 def invoke(event: dict[str, Any]) -> Answer:
     from broker import app
 
-    raw = app.handler(event, Context())  # type: ignore[arg-type]
+    raw = app.handler(event, Context())
     headers = dict(raw.get("headers") or {})
     body = raw.get("body") or ""
     return Answer(raw["statusCode"], headers, json.loads(body) if body else None, raw)

@@ -21,6 +21,7 @@ from .rules import RulesError, RuleSet, parse
 logger = Logger(service="cabroker", child=True)
 
 Loader = Callable[[], str]
+Check = Callable[[RuleSet], None]  # raises RulesError for a document that cannot be served
 
 
 class SourceError(Exception):
@@ -33,11 +34,13 @@ class RulesSource:
         load: Loader,
         description: str,
         *,
+        check: Check | None = None,
         stale_seconds: float = 3600,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._load = load
         self._description = description
+        self._check = check
         self._stale = stale_seconds
         self._clock = clock
         self._digest: str | None = None
@@ -54,7 +57,10 @@ class RulesSource:
         if digest != self._digest:
             self._digest = digest
             try:
-                self._rules, self._error = parse(text), None
+                rules = parse(text)
+                if self._check is not None:
+                    self._check(rules)
+                self._rules, self._error = rules, None
                 logger.info(
                     "rules loaded",
                     extra={

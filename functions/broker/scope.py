@@ -19,6 +19,8 @@ from typing import Any
 
 from .grants import ResolvedGrant
 from .problems import PolicyTooLarge
+from .rules import RulesError, RuleSet
+from .settings import MAX_TOKEN_SECONDS, Settings
 
 MAX_POLICY_CHARS = 2048  # AWS limit for inline session policies (plain text)
 READ_ACTIONS = ["codeartifact:ReadFromRepository", "codeartifact:GetRepositoryEndpoint"]
@@ -31,6 +33,15 @@ class Domain:
     region: str
     owner: str
     name: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Domain:
+        return cls(
+            partition=partition_of(settings.role_arn),
+            region=settings.region,
+            owner=settings.domain_owner,
+            name=settings.domain,
+        )
 
     def arn(self, resource: str) -> str:
         return f"arn:{self.partition}:codeartifact:{self.region}:{self.owner}:{resource}"
@@ -94,3 +105,19 @@ def session_policy(grant: ResolvedGrant, domain: Domain) -> str:
             "ask for fewer or broader package patterns"
         )
     return policy
+
+
+def check_fits(rules: RuleSet, domain: Domain) -> None:
+    """Refuse, at load, a rule whose full grant could never fit in a session policy."""
+    for rule in rules.rules:
+        grant = ResolvedGrant(
+            rule=rule.name,
+            repository=rule.grant.repository,
+            access=rule.grant.access,
+            packages=rule.grant.packages,
+            duration_seconds=MAX_TOKEN_SECONDS,
+        )
+        try:
+            session_policy(grant, domain)
+        except PolicyTooLarge as exc:
+            raise RulesError(f"rule {rule.name!r}: field 'grant.packages': {exc.detail}") from None

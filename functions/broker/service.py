@@ -22,7 +22,7 @@ from .identity import Identity, IssuerKeys, Verifier, http_fetcher
 from .problems import BrokerError, InvalidToken, ServiceUnavailable
 from .rules import MAX_PACKAGE_PATTERNS, RuleSet
 from .rulesource import RulesSource, file_loader, ssm_loader
-from .scope import Domain, partition_of, session_policy
+from .scope import Domain, check_fits, session_policy
 from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, Settings, SettingsError
 from .tokens import Minter
 
@@ -52,24 +52,20 @@ class Broker:
         self._rules = rules
         self._verifier = verifier
         self._minter = minter
-        self._domain = Domain(
-            partition=partition_of(settings.role_arn),
-            region=settings.region,
-            owner=settings.domain_owner,
-            name=settings.domain,
-        )
+        self._domain = Domain.of(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Broker:
         from . import aws  # boto3 is imported only when the broker is really built
 
+        domain = Domain.of(settings)
         if settings.rules_file:
-            source = RulesSource(file_loader(settings.rules_file), settings.rules_file)
+            loader, description = file_loader(settings.rules_file), settings.rules_file
         else:
             parameter = settings.rules_parameter or ""  # Settings guarantees one of the two
-            source = RulesSource(
-                ssm_loader(parameter, settings.rules_cache_seconds), f"ssm:{parameter}"
-            )
+            loader = ssm_loader(parameter, settings.rules_cache_seconds)
+            description = f"ssm:{parameter}"
+        source = RulesSource(loader, description, check=lambda rules: check_fits(rules, domain))
         keys = IssuerKeys(
             http_fetcher(settings.http_timeout_seconds),
             ttl=settings.jwks_cache_seconds,

@@ -17,12 +17,12 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-KEY_CACHE: dict[str, PrivateKeyTypes] = {}
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+KEY_CACHE: dict[str, SigningKey] = {}
 
 
-def private_key(name: str, kind: str = "RSA") -> PrivateKeyTypes:
+def private_key(name: str, kind: str = "RSA") -> SigningKey:
     """Keys are made once per test session (RSA generation is slow), by name."""
     if name not in KEY_CACHE:
         if kind == "RSA":
@@ -32,9 +32,11 @@ def private_key(name: str, kind: str = "RSA") -> PrivateKeyTypes:
     return KEY_CACHE[name]
 
 
-def public_jwk(key: PrivateKeyTypes, kid: str, alg: str | None = None) -> dict[str, Any]:
-    algorithm = jwt.get_algorithm_by_name("RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256")
-    jwk: dict[str, Any] = json.loads(algorithm.to_jwk(key.public_key()))  # type: ignore[union-attr]
+def public_jwk(key: SigningKey, kid: str, alg: str | None = None) -> dict[str, Any]:
+    algorithm = jwt.get_algorithm_by_name(
+        "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
+    )
+    jwk: dict[str, Any] = json.loads(algorithm.to_jwk(key.public_key()))
     jwk.update({"kid": kid, "use": "sig"})
     if alg:
         jwk["alg"] = alg
@@ -48,12 +50,12 @@ class LocalIssuer:
     name: str
     url: str
     audience: str
-    keys: dict[str, PrivateKeyTypes] = field(default_factory=dict)  # kid → private key
+    keys: dict[str, SigningKey] = field(default_factory=dict)  # kid → private key
     down: bool = False
     garbage: bool = False
     jwks_requests: int = 0
 
-    def publish(self, kid: str, key: PrivateKeyTypes) -> None:
+    def publish(self, kid: str, key: SigningKey) -> None:
         self.keys[kid] = key
 
     def jwks(self) -> dict[str, Any]:
@@ -78,7 +80,7 @@ class LocalIssuer:
         *,
         algorithm: str | None = None,
         headers: Mapping[str, Any] | None = None,
-        key: PrivateKeyTypes | None = None,
+        key: SigningKey | None = None,
         **claims: Any,
     ) -> str:
         """A signed ID token with default claims; ``name=None`` drops a claim."""
@@ -98,7 +100,7 @@ class IssuerServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 name, _, rest = self.path.lstrip("/").partition("/")
                 issuer = server.issuers.get(name)
                 if issuer is None:
@@ -124,7 +126,7 @@ class IssuerServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -158,8 +160,10 @@ def forge(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes
 
 def hs256_with_public_key(issuer: LocalIssuer, kid: str, claims: Mapping[str, Any]) -> str:
     """The classic key-confusion attack: HMAC keyed with the issuer's *public* key (PEM)."""
-    public_pem = issuer.keys[kid].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        issuer.keys[kid]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     header = {"alg": "HS256", "typ": "JWT", "kid": kid}
     unsigned = forge(header, claims).rstrip(".")

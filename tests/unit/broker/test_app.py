@@ -337,9 +337,7 @@ NEAR_MISSES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "claims", [pytest.param(c, id=name) for name, c in NEAR_MISSES]
-)
+@pytest.mark.parametrize("claims", [pytest.param(c, id=name) for name, c in NEAR_MISSES])
 def test_near_miss_claims_match_no_rule(
     call: Call,
     github: LocalIssuer,
