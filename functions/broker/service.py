@@ -7,6 +7,7 @@ packages, expiry) plus a SHA-256 of the ID token, never the token itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,7 +99,14 @@ class Broker:
             identity = self._verifier.verify(token, rules)
         except InvalidToken as exc:
             _count("Denials", "reason", exc.slug)
-            logger.info("authentication failed", extra={"reason": exc.detail})
+            logger.info(
+                "authentication failed",
+                extra={
+                    "decision": "deny",
+                    "reason": exc.detail,
+                    "id_token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                },
+            )
             raise
         return Caller(identity, rules)
 

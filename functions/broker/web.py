@@ -57,6 +57,10 @@ def json_body(
             "send the request body as JSON with 'Content-Type: application/json'"
         )
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequest("the request body is not valid UTF-8 JSON") from None
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")  # NaN and Infinity are Python's, not JSON's
