@@ -95,12 +95,12 @@ def test_an_unreachable_source_with_nothing_loaded_is_unavailable() -> None:
 
 @pytest.fixture
 def ssm(aws: None) -> Iterator[None]:
-    parameters.clear_caches()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
     boto3.client("ssm", region_name="us-east-1").put_parameter(
         Name="/cabroker/rules", Value=GOOD, Type="String"
     )
     yield
-    parameters.clear_caches()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
 def test_ssm_source_reads_the_parameter_and_caches_it(ssm: None) -> None:
