@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
@@ -13,10 +13,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import service
 from .problems import BrokerError, MethodNotAllowed, NotFound, problem_response
+from .tracing import traced
 from .web import bearer_token, json_body
 
 logger = Logger(service="cabroker")
-tracer = Tracer(service="cabroker")
 app = APIGatewayHttpResolver(debug=False)
 
 ROUTES = {"/v1/token": ["POST"], "/v1/grants": ["GET"], "/v1/config": ["GET"]}
@@ -94,6 +94,6 @@ app.exception_handler(Exception)(unexpected)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

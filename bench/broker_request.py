@@ -1,0 +1,196 @@
+"""Benchmarks of the broker Lambda, printed as one table.
+
+- cold import of ``broker.app`` (``python -X importtime``, median of several fresh processes);
+- per-request in-process time through ``broker.app.handler`` with AWS stubbed (botocore Stubber
+  for STS and CodeArtifact), p50/p99 over N requests: token-cache hits, and cache misses (a new
+  subject each time, so every request assumes a role, builds a CodeArtifact client and mints);
+  ID tokens are verified for real (RS256) against a local issuer;
+- the size of the built function package, when ``sam build`` has run.
+
+Run: ``make bench`` (or ``.venv/bin/python bench/broker_request.py --requests 1000``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_NAMESPACE": "CodeArtifactBroker",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+)
+
+
+def cold_import(runs: int, tracing: bool) -> tuple[float, float]:
+    """Median cumulative import time of broker.app and median process wall time, in ms."""
+    imports, walls = [], []
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "functions"),
+        "POWERTOOLS_TRACE_DISABLED": "false" if tracing else "true",
+    }
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import broker.app"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        walls.append((time.perf_counter() - started) * 1000)
+        for line in done.stderr.splitlines():
+            parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
+            if len(parts) == 3 and parts[2] == "broker.app":
+                imports.append(int(parts[1]) / 1000)
+    return statistics.median(imports), statistics.median(walls)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered), p99
+
+
+def request_times(requests: int) -> dict[str, tuple[float, float]]:
+    import boto3
+    from botocore.stub import Stubber
+
+    from broker import app, service
+    from broker.identity import IssuerKeys, Verifier, http_fetcher
+    from broker.rulesource import RulesSource, file_loader
+    from broker.settings import Settings
+    from broker.tokens import Minter
+    from tests.support.codeartifact import FakeCodeArtifact
+    from tests.support.events import Context, http_event
+    from tests.support.oidc import IssuerServer, private_key
+
+    server = IssuerServer()
+    github = server.add("github", "codeartifact-broker")
+    github.keys = {"gh-1": private_key("gh-1")}
+    claims = {"repository_owner": "acme", "repository": "acme/app", "ref": "refs/heads/main"}
+    results: dict[str, tuple[float, float]] = {}
+    with server.running(), tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp) / "rules.yaml"
+        rules.write_text(
+            "version: 1\n"
+            f"issuers:\n  github: {{url: '{github.url}', audience: codeartifact-broker}}\n"
+            "rules:\n  - name: release\n    issuer: github\n"
+            "    claims: {repository_owner: acme, ref: refs/heads/main, repository: 'acme/*'}\n"
+            "    grant: {repository: internal, access: publish, packages: ['acme-*']}\n"
+        )
+        settings = Settings.from_env(
+            {
+                "BROKER_RULES_FILE": str(rules),
+                "BROKER_ROLE_ARN": "arn:aws:iam::123456789012:role/TokenIssuerRole",
+                "BROKER_DOMAIN": "acme",
+                "BROKER_DOMAIN_OWNER": "111122223333",
+                "AWS_REGION": "us-east-1",
+            }
+        )
+        sts = boto3.client("sts", region_name="us-east-1")
+        stubber = Stubber(sts)
+        stubber.activate()
+        credentials = {
+            "AccessKeyId": "ASIABENCHBENCHBENCH1",
+            "SecretAccessKey": "secret",
+            "SessionToken": "session",
+            "Expiration": "2030-01-01T00:00:00Z",
+        }
+        keys = IssuerKeys(http_fetcher(2), ttl=600, min_refresh_interval=60, stale_if_error=60)
+        service.use(
+            service.Broker(
+                settings,
+                rules=RulesSource(file_loader(str(rules)), "bench"),
+                verifier=Verifier(keys, leeway=60, max_token_bytes=8192),
+                minter=Minter(
+                    sts=sts,
+                    codeartifact=FakeCodeArtifact().client,
+                    role_arn=settings.role_arn,
+                    domain=settings.domain,
+                    domain_owner=settings.domain_owner,
+                    cache_margin_seconds=300,
+                    cache_size=2 * requests + 100,
+                    endpoint_cache_seconds=3600,
+                ),
+            )
+        )
+        context = Context()
+
+        def timed(token: str) -> float:
+            event = http_event("POST", "/v1/token", token=token, body={})
+            started = time.perf_counter()
+            answer = app.handler(event, context)  # type: ignore[arg-type]
+            elapsed = (time.perf_counter() - started) * 1000
+            assert answer["statusCode"] == 200, answer["body"]
+            return elapsed
+
+        def run(make_token: Callable[[int], str], n: int) -> list[float]:
+            tokens = [make_token(i) for i in range(n)]  # signing is not part of the request
+            for _ in range(n):
+                stubber.add_response("assume_role", {"Credentials": credentials})
+            return [timed(t) for t in tokens]
+
+        cached_token = github.mint(**claims)
+        run(lambda i: cached_token, 50)  # warm: JWKS fetched, endpoint cached, first mint
+        results["token, cache hit"] = percentiles(run(lambda i: cached_token, requests))
+        results["token, cache miss (mint)"] = percentiles(
+            run(lambda i: github.mint(sub=f"subject-{i}", **claims), requests)
+        )
+        service.use(None)
+    return results
+
+
+def package_size() -> str:
+    build = ROOT / ".aws-sam" / "build" / "BrokerFunction"
+    if not build.is_dir():
+        return "n/a (run `make build` first)"
+    total = sum(f.stat().st_size for f in build.rglob("*") if f.is_file())
+    return f"{total / 1e6:.1f} MB unzipped"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--import-runs", type=int, default=7)
+    args = parser.parse_args()
+
+    rows: list[tuple[str, Any]] = []
+    for tracing in (False, True):
+        import_ms, wall_ms = cold_import(args.import_runs, tracing)
+        label = "tracing on" if tracing else "tracing off"
+        rows.append((f"cold import of broker.app, {label} (median)", f"{import_ms:.0f} ms"))
+        rows.append((f"python -c 'import broker.app', {label} (wall)", f"{wall_ms:.0f} ms"))
+    times = request_times(args.requests)
+    for name, (p50, p99) in times.items():
+        rows.append((f"{name}, {args.requests} requests", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"))
+    rows.append(("built function package", package_size()))
+    width = max(len(name) for name, _ in rows)
+    print(f"{'benchmark':<{width}}  result")
+    print(f"{'-' * width}  {'-' * 30}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps({"python": sys.version.split()[0]}))
+
+
+if __name__ == "__main__":
+    main()
