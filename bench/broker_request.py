@@ -87,7 +87,11 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
     server = IssuerServer()
     github = server.add("github", "codeartifact-broker")
     github.keys = {"gh-1": private_key("gh-1")}
-    claims = {"repository_owner": "acme", "repository": "acme/app", "ref": "refs/heads/main"}
+    claims: dict[str, Any] = {
+        "repository_owner": "acme",
+        "repository": "acme/app",
+        "ref": "refs/heads/main",
+    }
     results: dict[str, tuple[float, float]] = {}
     with server.running(), tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "rules.yaml"

@@ -214,7 +214,7 @@ class Answer:
 def invoke(event: dict[str, Any]) -> Answer:
     from broker import app
 
-    raw = app.handler(event, Context())
+    raw = app.handler(event, Context())  # type: ignore[arg-type]
     headers = dict(raw.get("headers") or {})
     body = raw.get("body") or ""
     return Answer(raw["statusCode"], headers, json.loads(body) if body else None, raw)
