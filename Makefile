@@ -6,7 +6,7 @@ SAMVENV := .venv-sam
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv venv-sam test lint lint-python lint-cfn build bench clean
+.PHONY: help venv venv-sam test lint lint-python lint-cfn build bench mutants clean
 
 help:
 	@echo "make test    run the test suite"
@@ -51,3 +51,6 @@ bench: venv
 
 clean:
 	rm -rf .aws-sam
+
+mutants: venv
+	$(PY) tests/mutants.py

@@ -248,6 +248,10 @@ MATCH_RULES = document(
     issuer: corp
     claims: {groups: engineering}
     grant: {repository: internal, access: read}
+  - name: by-id
+    issuer: corp
+    claims: {repository_id: "123", admin: "True"}
+    grant: {repository: internal, access: read}
 """
 )
 BASE = {"repository_owner": "acme", "ref": "refs/heads/main", "repository": "acme/app"}
@@ -284,6 +288,12 @@ BASE = {"repository_owner": "acme", "ref": "refs/heads/main", "repository": "acm
         pytest.param("corp", {"groups": "engineering"}, ["engineers"], id="string group"),
         pytest.param("corp", {"groups": ["Engineering"]}, [], id="group case"),
         pytest.param("corp", {"groups": []}, [], id="empty list"),
+        pytest.param(
+            "corp", {"repository_id": "123", "admin": "True"}, ["by-id"], id="quoted values"
+        ),
+        pytest.param("corp", {"repository_id": 123, "admin": "True"}, [], id="int never str"),
+        pytest.param("corp", {"repository_id": "123", "admin": True}, [], id="bool never str"),
+        pytest.param("corp", {"repository_id": [123], "admin": "True"}, [], id="int element"),
     ],
 )
 def test_claim_matching_truth_table(

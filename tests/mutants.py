@@ -1,0 +1,254 @@
+"""Proof that the security tests guard their checks: remove each check, the tests must fail.
+
+Each mutant edits one security check out of a scratch copy of the repository and runs the
+tests that guard it; a mutant that survives (tests still green) is a check nothing protects.
+Run: ``make mutants`` (a few minutes; not part of ``make test``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests/unit/broker/test_app.py"
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str
+    original: str
+    replacement: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]
+
+
+def mutant(name: str, file: str, original: str, replacement: str, tests: tuple[str, ...]) -> Mutant:
+    return Mutant(name, (Edit(file, original, replacement),), tests)
+
+
+MUTANTS = [
+    mutant(
+        "accept any algorithm",
+        "functions/broker/identity.py",
+        "if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:",
+        "if not isinstance(algorithm, str):",
+        (APP,),
+    ),
+    mutant(
+        "allow jwk/jku/x5u headers",
+        "functions/broker/identity.py",
+        "smuggled = sorted(FORBIDDEN_HEADERS & header.keys())",
+        "smuggled: list[str] = []",
+        (APP,),
+    ),
+    mutant(
+        "skip audience check",
+        "functions/broker/identity.py",
+        '"verify_aud": True,',
+        '"verify_aud": False,',
+        (APP,),
+    ),
+    mutant(
+        "skip expiry check",
+        "functions/broker/identity.py",
+        '"verify_exp": True,',
+        '"verify_exp": False,',
+        (APP,),
+    ),
+    mutant(
+        "skip not-before check",
+        "functions/broker/identity.py",
+        '"verify_nbf": True,',
+        '"verify_nbf": False,',
+        (APP,),
+    ),
+    mutant(
+        "exp not required",
+        "functions/broker/identity.py",
+        'REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]',
+        'REQUIRED_CLAIMS = ["iss", "aud", "sub"]',
+        (APP,),
+    ),
+    Mutant(
+        "no token size limit (both layers)",
+        (
+            Edit("functions/broker/identity.py", "if len(token) > self._max_bytes:", "if False:"),
+            Edit("functions/broker/web.py", "if len(value) > max_bytes + 16:", "if False:"),
+        ),
+        (APP, "tests/unit/broker/test_web.py"),
+    ),
+    mutant(
+        "trust any issuer",
+        "functions/broker/rules.py",
+        "            if issuer.url == url:\n                return issuer",
+        "            return issuer",
+        (APP,),
+    ),
+    mutant(
+        "any key for any algorithm",
+        "functions/broker/identity.py",
+        "if key.jwk.key_type != key_type or (curve is not None and key.curve != curve):",
+        "if False:",
+        ("tests/unit/broker/test_identity.py",),
+    ),
+    mutant(
+        "unknown kid refreshes every time",
+        "functions/broker/identity.py",
+        "if key is None and now - state.last_forced_refresh >= self._min_refresh:",
+        "if key is None:",
+        (APP, "tests/unit/broker/test_identity.py"),
+    ),
+    mutant(
+        "claims match as prefixes",
+        "functions/broker/rules.py",
+        "return value in self.exact or any(p.fullmatch(value) for p in self.patterns)",
+        "return any(value.startswith(e) for e in self.exact) or any("
+        "p.match(value) for p in self.patterns)",
+        (APP, "tests/unit/broker/test_rules.py"),
+    ),
+    mutant(
+        "claims compared after stripping",
+        "functions/broker/rules.py",
+        "return value in self.exact or any",
+        "return value.strip() in self.exact or any",
+        (APP, "tests/unit/broker/test_rules.py"),
+    ),
+    mutant(
+        "case-insensitive claims",
+        "functions/broker/rules.py",
+        "return value in self.exact or any",
+        "return value.lower() in {e.lower() for e in self.exact} or any",
+        (APP, "tests/unit/broker/test_rules.py"),
+    ),
+    mutant(
+        "non-string claims coerced",
+        "functions/broker/rules.py",
+        "if isinstance(value, str):\n            return self._matches_string(value)",
+        "if not isinstance(value, list):\n            return self._matches_string(str(value))",
+        ("tests/unit/broker/test_rules.py",),
+    ),
+    mutant(
+        "rules without claims accepted",
+        "functions/broker/rules.py",
+        "if not isinstance(raw, dict) or not raw:",
+        "if not isinstance(raw, dict):",
+        ("tests/unit/broker/test_rules.py",),
+    ),
+    mutant(
+        "requested packages not checked against the grant",
+        "functions/broker/names.py",
+        "return requested.startswith(granted[:-1])",
+        "return True",
+        (APP, "tests/unit/broker/test_names.py"),
+    ),
+    mutant(
+        "duration cap not enforced",
+        "functions/broker/grants.py",
+        "    if duration > grant.max_duration:\n        return None",
+        "",
+        (APP,),
+    ),
+    mutant(
+        "publish allowed on a read grant",
+        "functions/broker/grants.py",
+        '    if access == "publish" and grant.access != "publish":\n        return None',
+        "",
+        (APP,),
+    ),
+    mutant(
+        "package patterns not validated",
+        "functions/broker/names.py",
+        "    if _NAME.fullmatch(pattern):\n        return None",
+        "    return None",
+        (APP, "tests/unit/broker/test_names.py"),
+    ),
+    mutant(
+        "session policy size unchecked",
+        "functions/broker/scope.py",
+        "    if len(policy) > MAX_POLICY_CHARS:",
+        "    if False:",
+        ("tests/unit/broker/test_scope.py",),
+    ),
+    mutant(
+        "token written to the audit log",
+        "functions/broker/service.py",
+        '"expires_at": expires_at, "cached": cached},',
+        '"expires_at": expires_at, "cached": cached, "t": minted.token},',
+        ("tests/unit/broker/test_service.py",),
+    ),
+    mutant(
+        "ID token written to the auth-failure log",
+        "functions/broker/service.py",
+        '"reason": exc.detail,',
+        '"reason": exc.detail + token,',
+        ("tests/unit/broker/test_service.py",),
+    ),
+    mutant(
+        "content type not checked",
+        "functions/broker/web.py",
+        '    if media_type != "application/json":',
+        "    if False:",
+        (APP, "tests/unit/broker/test_web.py"),
+    ),
+    mutant(
+        "broken rules fall back to the last good ones",
+        "functions/broker/rulesource.py",
+        "                self._rules, self._error = None, str(exc)",
+        "                self._error = str(exc)",
+        ("tests/unit/broker/test_rulesource.py",),
+    ),
+]
+
+
+def run(candidate: Mutant, scratch: Path) -> bool:
+    """Apply one mutant to the scratch copy; True when the guarding tests caught it."""
+    for edit in candidate.edits:
+        pristine = (ROOT / edit.file).read_text()
+        if pristine.count(edit.original) != 1:
+            raise SystemExit(f"{candidate.name!r}: its text is not found once in {edit.file}")
+        (scratch / edit.file).write_text(pristine.replace(edit.original, edit.replacement))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", *candidate.tests],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        for edit in candidate.edits:
+            shutil.copy(ROOT / edit.file, scratch / edit.file)
+    return done.returncode != 0
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "repo"
+        shutil.copytree(
+            ROOT,
+            scratch,
+            ignore=shutil.ignore_patterns(".venv*", ".git", ".aws-sam", "*_cache", "__pycache__"),
+        )
+        survivors = []
+        for candidate in MUTANTS:
+            caught = run(candidate, scratch)
+            print(f"{'caught  ' if caught else 'SURVIVED'}  {candidate.name}", flush=True)
+            if not caught:
+                survivors.append(candidate.name)
+    print(f"{len(MUTANTS) - len(survivors)} caught, {len(survivors)} survived")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
