@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -91,6 +92,11 @@ def unexpected(error: Exception) -> Response[str]:
 # Registered by call rather than decorator: the decorator is untyped and would untype them.
 app.exception_handler(BrokerError)(broker_error)
 app.exception_handler(Exception)(unexpected)
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # In Lambda, validate settings and rules during init, where a cold start has full CPU.
+    service.prepare()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

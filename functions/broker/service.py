@@ -7,6 +7,7 @@ packages, expiry) plus a SHA-256 of the ID token, never the token itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -90,6 +91,10 @@ class Broker:
             endpoint_cache_seconds=settings.endpoint_cache_seconds,
         )
         return cls(settings, rules=source, verifier=verifier, minter=minter)
+
+    def rules_loaded(self) -> RuleSet:
+        """Load (and validate) the rules now rather than at the first request."""
+        return self._rules.current()
 
     # ----------------------------------------------------------------- use cases
 
@@ -229,6 +234,12 @@ def current() -> Broker:
                 "the broker is misconfigured; an admin has been alerted", retry_after=60
             ) from None
     return _current
+
+
+def prepare() -> None:
+    """Build the broker during the Lambda init phase (cold start), logging what is wrong."""
+    with contextlib.suppress(BrokerError):  # logged already; requests answer 503 with the reason
+        current().rules_loaded()
 
 
 def use(broker: Broker | None) -> None:

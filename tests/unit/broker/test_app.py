@@ -653,3 +653,40 @@ def test_bad_settings_answer_503_not_a_crash(monkeypatch: pytest.MonkeyPatch) ->
     assert answer.status == 503
     assert answer.problem_type == "upstream-unavailable"
     assert "misconfigured" in answer.body["detail"]
+
+
+def test_cold_start_in_lambda_builds_the_broker_and_loads_rules(
+    env: dict[str, str], aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from broker import app, service
+
+    service.use(None)
+    for name, value in {**env, "AWS_LAMBDA_FUNCTION_NAME": "broker"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        importlib.reload(app)
+        built = service.current()
+        assert built.rules_loaded().rules[0].name == "release-from-main"
+    finally:
+        service.use(None)
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+        importlib.reload(app)
+
+
+def test_cold_start_with_bad_settings_does_not_crash_the_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    from broker import app, service
+
+    service.use(None)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "broker")
+    try:
+        importlib.reload(app)  # logs "invalid broker settings", must not raise
+    finally:
+        service.use(None)
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+        importlib.reload(app)
