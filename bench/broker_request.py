@@ -76,11 +76,8 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
     from botocore.stub import Stubber
 
     from broker import app, service
-    from broker.identity import IssuerKeys, Verifier, http_fetcher
-    from broker.rulesource import RulesSource, file_loader
     from broker.settings import Settings
-    from broker.tokens import Minter
-    from tests.support.codeartifact import FakeCodeArtifact
+    from tests.support.codeartifact import FakeClients, FakeCodeArtifact
     from tests.support.events import Context, http_event
     from tests.support.oidc import IssuerServer, private_key
 
@@ -109,6 +106,7 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
                 "BROKER_DOMAIN": "acme",
                 "BROKER_DOMAIN_OWNER": "111122223333",
                 "AWS_REGION": "us-east-1",
+                "BROKER_TOKEN_CACHE_SIZE": str(2 * requests + 100),
             }
         )
         sts = boto3.client("sts", region_name="us-east-1")
@@ -120,23 +118,8 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
             "SessionToken": "session",
             "Expiration": "2030-01-01T00:00:00Z",
         }
-        keys = IssuerKeys(http_fetcher(2), ttl=600, min_refresh_interval=60, stale_if_error=60)
         service.use(
-            service.Broker(
-                settings,
-                rules=RulesSource(file_loader(str(rules)), "bench"),
-                verifier=Verifier(keys, leeway=60, max_token_bytes=8192),
-                minter=Minter(
-                    sts=sts,
-                    codeartifact=FakeCodeArtifact().client,
-                    role_arn=settings.role_arn,
-                    domain=settings.domain,
-                    domain_owner=settings.domain_owner,
-                    cache_margin_seconds=300,
-                    cache_size=2 * requests + 100,
-                    endpoint_cache_seconds=3600,
-                ),
-            )
+            service.Broker.from_settings(settings, FakeClients(sts, FakeCodeArtifact().client))
         )
         context = Context()
 

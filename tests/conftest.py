@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.support.codeartifact import FakeCodeArtifact
+from tests.support.codeartifact import FakeClients, FakeCodeArtifact
 from tests.support.events import Context, http_event
 from tests.support.oidc import IssuerServer, LocalIssuer, private_key
 
@@ -154,7 +154,7 @@ def sts_client(aws: None, sts_calls: StsRecorder) -> STSClient:
 
 
 @pytest.fixture
-def jwks_ttl() -> float:
+def jwks_ttl() -> int:
     """How long the broker's JWKS cache stays fresh; override to exercise stale-if-error."""
     return 600
 
@@ -164,35 +164,13 @@ def broker(
     env: dict[str, str],
     sts_client: STSClient,
     codeartifact: FakeCodeArtifact,
-    jwks_ttl: float,
+    jwks_ttl: int,
 ) -> Iterator[Broker]:
     from broker import service
-    from broker.identity import IssuerKeys, Verifier, http_fetcher
-    from broker.rulesource import RulesSource, file_loader
     from broker.settings import Settings
-    from broker.tokens import Minter
 
-    settings = Settings.from_env(env)
-    keys = IssuerKeys(http_fetcher(2.0), ttl=jwks_ttl, min_refresh_interval=60, stale_if_error=3600)
-    built = service.Broker(
-        settings,
-        rules=RulesSource(file_loader(env["BROKER_RULES_FILE"]), "test rules"),
-        verifier=Verifier(
-            keys,
-            leeway=settings.clock_leeway_seconds,
-            max_token_bytes=settings.max_id_token_bytes,
-        ),
-        minter=Minter(
-            sts=sts_client,
-            codeartifact=codeartifact.client,
-            role_arn=settings.role_arn,
-            domain=settings.domain,
-            domain_owner=settings.domain_owner,
-            cache_margin_seconds=settings.token_cache_margin_seconds,
-            cache_size=settings.token_cache_size,
-            endpoint_cache_seconds=settings.endpoint_cache_seconds,
-        ),
-    )
+    settings = Settings.from_env({**env, "BROKER_JWKS_CACHE_SECONDS": str(jwks_ttl)})
+    built = service.Broker.from_settings(settings, FakeClients(sts_client, codeartifact.client))
     service.use(built)
     yield built
     service.use(None)

@@ -21,7 +21,7 @@ from .rules import (
     RulesError,
     package_patterns,
 )
-from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS
+from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, is_token_duration
 
 REQUEST_FIELDS = frozenset({"repository", "access", "packages", "duration_seconds"})
 
@@ -91,11 +91,7 @@ def parse_token_request(body: object) -> TokenRequest:
         except RulesError as exc:
             raise InvalidRequest(str(exc)) from None
     duration = body.get("duration_seconds")
-    if duration is not None and (
-        not isinstance(duration, int)
-        or isinstance(duration, bool)
-        or not MIN_TOKEN_SECONDS <= duration <= MAX_TOKEN_SECONDS
-    ):
+    if duration is not None and not is_token_duration(duration):
         raise InvalidRequest(
             f"'duration_seconds' must be a whole number from {MIN_TOKEN_SECONDS} to "
             f"{MAX_TOKEN_SECONDS}"

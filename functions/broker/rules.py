@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import names
-from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS
+from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, is_token_duration
 
 Access = Literal["read", "publish"]
 ACCESS_LEVELS: tuple[Access, ...] = ("read", "publish")
@@ -268,11 +268,7 @@ def _grant(raw: object, where: str) -> Grant:
             f"{where}.packages' only applies to publish grants (read is repository-wide)"
         )
     max_duration = fields.get("max_duration", DEFAULT_MAX_DURATION)
-    if (
-        not isinstance(max_duration, int)
-        or isinstance(max_duration, bool)
-        or not MIN_TOKEN_SECONDS <= max_duration <= MAX_TOKEN_SECONDS
-    ):
+    if not is_token_duration(max_duration):
         raise RulesError(
             f"{where}.max_duration' must be a whole number of seconds from "
             f"{MIN_TOKEN_SECONDS} to {MAX_TOKEN_SECONDS}"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -28,8 +28,24 @@ from .scope import Domain, check_fits, session_policy
 from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, Settings, SettingsError
 from .tokens import Minter
 
+if TYPE_CHECKING:
+    from mypy_boto3_codeartifact import CodeArtifactClient
+    from mypy_boto3_sts import STSClient
+    from mypy_boto3_sts.type_defs import CredentialsTypeDef
+else:
+    CodeArtifactClient = STSClient = CredentialsTypeDef = Any
+
 logger = Logger(service="cabroker", child=True)
 METRICS_NAMESPACE = "CodeArtifactBroker"
+
+
+class AwsClients(Protocol):
+    """What the broker needs of AWS: an STS client and CodeArtifact clients per session."""
+
+    @property
+    def sts(self) -> STSClient: ...
+
+    def codeartifact(self, credentials: CredentialsTypeDef) -> CodeArtifactClient: ...
 
 
 @dataclass(frozen=True)
@@ -57,8 +73,12 @@ class Broker:
         self._domain = Domain.of(settings)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Broker:
-        from . import aws  # boto3 is imported only when the broker is really built
+    def from_settings(cls, settings: Settings, clients: AwsClients | None = None) -> Broker:
+        """Wire the broker as deployed; ``clients`` replaces the real AWS clients (tests)."""
+        if clients is None:
+            from . import aws  # boto3 is imported only when the broker is really built
+
+            clients = aws.Clients(settings)
 
         domain = Domain.of(settings)
         if settings.rules_file:
@@ -79,7 +99,6 @@ class Broker:
             leeway=settings.clock_leeway_seconds,
             max_token_bytes=settings.max_id_token_bytes,
         )
-        clients = aws.Clients(settings)
         minter = Minter(
             sts=clients.sts,
             codeartifact=clients.codeartifact,

@@ -97,26 +97,38 @@ def _region(env: Mapping[str, str]) -> str:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} is outside {low}..{high}")
-    return value
+    return int(_number(env, name, default, low, high, int, "a whole number"))
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    return _number(env, name, default, low, high, float, "a number")
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    parse: type[int] | type[float],
+    what: str,
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
+        raise SettingsError(f"{name}={raw!r} is not {what}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is outside {low}..{high}")
     return value
+
+
+def is_token_duration(value: object) -> bool:
+    """A CodeArtifact token lifetime: whole seconds from 900 to 43200 (never a bool)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and MIN_TOKEN_SECONDS <= value <= MAX_TOKEN_SECONDS
+    )

@@ -4,6 +4,7 @@ the real API model, responses are queued on demand, and failures can be injected
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from botocore.stub import Stubber
 
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
+    from mypy_boto3_sts import STSClient
     from mypy_boto3_sts.type_defs import CredentialsTypeDef
 
 
@@ -69,3 +71,11 @@ class FakeCodeArtifact:
             expiration = datetime.now(UTC) + timedelta(seconds=params.get("durationSeconds", 43200))
             return {"authorizationToken": token, "expiration": expiration}
         raise AssertionError(f"the broker should not call {operation}")
+
+
+@dataclass
+class FakeClients:
+    """The broker's AWS clients in tests: an STS client (moto or stubbed) and this fake."""
+
+    sts: STSClient
+    codeartifact: Callable[[CredentialsTypeDef], CodeArtifactClient]
