@@ -13,6 +13,8 @@ import boto3
 from botocore import xform_name
 from botocore.stub import Stubber
 
+from tests.support.oidc import Secret
+
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
     from mypy_boto3_sts import STSClient
@@ -66,7 +68,7 @@ class FakeCodeArtifact:
         if operation == "GetRepositoryEndpoint":
             return {"repositoryEndpoint": f"{self.endpoint_base}/pypi/{params['repository']}/"}
         if operation == "GetAuthorizationToken":
-            token = "catoken-" + secrets.token_urlsafe(24)
+            token = Secret("catoken-" + secrets.token_urlsafe(24))
             self.tokens.append(token)
             expiration = datetime.now(UTC) + timedelta(seconds=params.get("durationSeconds", 43200))
             return {"authorizationToken": token, "expiration": expiration}

@@ -22,6 +22,15 @@ SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KEY_CACHE: dict[str, SigningKey] = {}
 
 
+class Secret(str):
+    """A token whose repr is redacted, so pytest never prints it in a failure report."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<secret: {len(self)} characters>"
+
+
 def private_key(name: str, kind: str = "RSA") -> SigningKey:
     """Keys are made once per test session (RSA generation is slow), by name."""
     if name not in KEY_CACHE:
@@ -89,8 +98,8 @@ class LocalIssuer:
         if algorithm is None:
             algorithm = "RS256" if isinstance(signing_key, rsa.RSAPrivateKey) else "ES256"
         all_headers = {"kid": kid, **(headers or {})}
-        return jwt.encode(
-            self.claims(**claims), signing_key, algorithm=algorithm, headers=all_headers
+        return Secret(
+            jwt.encode(self.claims(**claims), signing_key, algorithm=algorithm, headers=all_headers)
         )
 
 
@@ -155,7 +164,7 @@ def b64url(data: bytes) -> str:
 def forge(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes = b"") -> str:
     """A JWT assembled by hand, for tokens no honest library would sign."""
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
-    return f"{signing_input}.{b64url(signature)}"
+    return Secret(f"{signing_input}.{b64url(signature)}")
 
 
 def hs256_with_public_key(issuer: LocalIssuer, kid: str, claims: Mapping[str, Any]) -> str:
@@ -168,4 +177,4 @@ def hs256_with_public_key(issuer: LocalIssuer, kid: str, claims: Mapping[str, An
     header = {"alg": "HS256", "typ": "JWT", "kid": kid}
     unsigned = forge(header, claims).rstrip(".")
     signature = hmac.new(public_pem, unsigned.encode(), hashlib.sha256).digest()
-    return f"{unsigned}.{b64url(signature)}"
+    return Secret(f"{unsigned}.{b64url(signature)}")
