@@ -25,7 +25,8 @@ class Clients:
     def __init__(self, settings: Settings) -> None:
         self._session = boto3.session.Session(region_name=settings.region)
         self._config = Config(
-            retries={"mode": "adaptive", "max_attempts": settings.aws_max_attempts},
+            # total_max_attempts counts the first try ("max_attempts" would count retries only).
+            retries={"mode": "adaptive", "total_max_attempts": settings.aws_max_attempts},
             connect_timeout=settings.aws_connect_timeout_seconds,
             read_timeout=settings.aws_read_timeout_seconds,
             user_agent_extra="cabroker",
