@@ -62,6 +62,11 @@ class Identity:
     token_sha256: str  # for audit logs: never log the token itself
 
 
+def token_digest(token: str) -> str:
+    """SHA-256 of a bearer token, for audit logs; any string, even one that is not UTF-8."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class FetchError(Exception):
     """An issuer document could not be fetched or is not usable."""
 
@@ -103,10 +108,23 @@ def http_fetcher(timeout: float) -> FetchJson:
 
 
 def _allowed_fetch_url(url: str) -> bool:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
     if parts.scheme == "https" and parts.hostname:
         return True
     return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
+def _jwks_uri_allowed(jwks_uri: str, issuer_url: str) -> bool:
+    """https anywhere; plain http on loopback only for a loopback issuer (the devstack), so a
+    real issuer's discovery document cannot point the broker at its own host."""
+    if not _allowed_fetch_url(jwks_uri):
+        return False
+    if urlsplit(jwks_uri).scheme == "https":
+        return True
+    return urlsplit(issuer_url).hostname in LOOPBACK_HOSTS
 
 
 # --------------------------------------------------------------------------- key cache
@@ -158,10 +176,16 @@ class IssuerKeys:
         with state.lock:
             now = self._clock()
             keyset = state.keyset
+            refreshed = False
             if keyset is None or now - keyset.fetched_at >= self._ttl:
                 keyset = self._refresh(issuer, state, now)
+                refreshed = keyset.fetched_at == now
             key = _select(keyset, kid, algorithm)
-            if key is None and now - state.last_forced_refresh >= self._min_refresh:
+            if (
+                key is None
+                and not refreshed
+                and now - state.last_forced_refresh >= self._min_refresh
+            ):
                 # An unknown kid may mean the issuer rotated its keys: look once, then not
                 # again for a while, so unknown kids cannot make us hammer the issuer.
                 state.last_forced_refresh = now
@@ -192,7 +216,7 @@ class IssuerKeys:
         try:
             state.keyset = _KeySet(keys=self._download(issuer), fetched_at=now)
             return state.keyset
-        except FetchError as exc:
+        except (FetchError, ValueError, TypeError, KeyError) as exc:
             state.retry_not_before = now + FAILURE_BACKOFF_SECONDS
             if stale is not None and usable_stale:
                 logger.warning(
@@ -214,7 +238,7 @@ class IssuerKeys:
         if discovery.get("issuer") != issuer.url:
             raise FetchError(f"{discovery_url} names another issuer")
         jwks_uri = discovery.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not _allowed_fetch_url(jwks_uri):
+        if not isinstance(jwks_uri, str) or not _jwks_uri_allowed(jwks_uri, issuer.url):
             raise FetchError(f"{discovery_url} has no usable https jwks_uri")
         raw_keys = self._fetch(jwks_uri).get("keys")
         if not isinstance(raw_keys, list):
@@ -223,12 +247,15 @@ class IssuerKeys:
         for raw in raw_keys:
             if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
                 continue
-            if "alg" in raw and raw["alg"] not in ALGORITHMS:
+            alg, curve = raw.get("alg"), raw.get("crv")
+            if alg is not None and (not isinstance(alg, str) or alg not in ALGORITHMS):
+                continue
+            if curve is not None and not isinstance(curve, str):
                 continue
             try:
-                key = _Key(jwt.PyJWK(raw), raw.get("alg"), raw.get("crv"))
-            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-                continue  # keys we cannot use (HMAC, unknown types) are skipped, not fatal
+                key = _Key(jwt.PyJWK(raw), alg, curve)
+            except Exception:  # noqa: BLE001, S112 - an unusable key (HMAC, unknown type, garbage)
+                continue  # is skipped, not fatal: the issuer's other keys still serve
             kid = raw.get("kid", "")
             keys[kid if isinstance(kid, str) else ""] = key
         if not keys:
@@ -264,7 +291,7 @@ class Verifier:
     def verify(self, token: str, rules: RuleSet) -> Identity:
         if len(token) > self._max_bytes:
             raise InvalidToken(f"the ID token is longer than {self._max_bytes} bytes")
-        if token.count(".") != 2:
+        if not token.isascii() or token.count(".") != 2:
             raise InvalidToken("the bearer token is not a signed JWT (JWS compact form)")
         try:
             header = jwt.get_unverified_header(token)
@@ -296,7 +323,7 @@ class Verifier:
             issuer=issuer,
             subject=subject,
             claims=claims,
-            token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+            token_sha256=token_digest(token),
         )
 
     def _decode(self, token: str, key: jwt.PyJWK, algorithm: str, issuer: Issuer) -> dict[str, Any]:

@@ -114,6 +114,8 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise RulesError(f"keys must be plain values, at line {key_node.start_mark.line + 1}")
         if key in seen:
             raise RulesError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
         seen.add(key)
@@ -131,13 +133,16 @@ def parse(text: str) -> RuleSet:
         document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise RulesError(f"not valid YAML: {exc}") from None
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        # Tags and values PyYAML cannot build (``!!int x``, ``2020-02-30``, deep nesting…).
+        raise RulesError(f"not valid YAML: {type(exc).__name__}: {exc}") from None
     return compile_document(document)
 
 
 def compile_document(document: object) -> RuleSet:
     doc = _mapping(document, "document")
     _only_keys(doc, {"version", "issuers", "rules"}, "document")
-    if doc.get("version") != 1:
+    if type(doc.get("version")) is not int or doc["version"] != 1:
         raise RulesError("document: field 'version' must be 1")
     issuers = _issuers(doc.get("issuers", {}))
     raw_rules = doc.get("rules", [])
@@ -184,7 +189,11 @@ def issuer_url_error(url: str) -> str | None:
 
     Issuers must be ``https://``; loopback hosts may use ``http://`` (design.md §2).
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return "must be a valid URL"
     if parts.query or parts.fragment or parts.username or parts.password:
         return "must not have a query, fragment or credentials"
     if not parts.hostname:
@@ -231,7 +240,8 @@ def _constraints(raw: object, where: str) -> tuple[ClaimConstraint, ...]:
             if not isinstance(alternative, str) or not alternative:
                 raise RulesError(
                     f"{field} must be a non-empty string or a list of them "
-                    f"(got {type(alternative).__name__}; quote values such as true or 123)"
+                    f"(got {type(alternative).__name__}; only string claims can be matched, "
+                    "boolean and number claims never match)"
                 )
             if alternative.strip("*") == "":
                 raise RulesError(f"{field} must constrain the value; '*' alone matches anything")

@@ -53,25 +53,29 @@ class RulesSource:
             text = self._load()
         except SourceError as exc:
             return self._stale_or_fail(str(exc))
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         if digest != self._digest:
-            self._digest = digest
+            # Whatever happens, the outcome belongs to this text: never the previous rules.
+            self._digest, self._rules = digest, None
             try:
                 rules = parse(text)
                 if self._check is not None:
                     self._check(rules)
+            except RulesError as exc:
+                self._error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure means "invalid", never "open"
+                self._error = f"the document could not be compiled ({type(exc).__name__})"
+            else:
                 self._rules, self._error = rules, None
                 logger.info(
                     "rules loaded",
                     extra={
                         "source": self._description,
                         "sha256": digest,
-                        "rules": len(self._rules.rules),
-                        "issuers": sorted(self._rules.issuers),
+                        "rules": len(rules.rules),
+                        "issuers": sorted(rules.issuers),
                     },
                 )
-            except RulesError as exc:
-                self._rules, self._error = None, str(exc)
         if self._rules is None:
             logger.error(
                 "rules document is invalid; refusing to serve",

@@ -8,7 +8,6 @@ packages, expiry) plus a SHA-256 of the ID token, never the token itself.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from . import __version__
 from .grants import ResolvedGrant, describe_grants, parse_token_request, resolve
-from .identity import Identity, IssuerKeys, Verifier, http_fetcher
+from .identity import Identity, IssuerKeys, Verifier, http_fetcher, token_digest
 from .problems import BrokerError, InvalidToken, ServiceUnavailable
 from .rules import MAX_PACKAGE_PATTERNS, RuleSet
 from .rulesource import RulesSource, file_loader, ssm_loader
@@ -128,7 +127,7 @@ class Broker:
                 extra={
                     "decision": "deny",
                     "reason": exc.detail,
-                    "id_token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                    "id_token_sha256": token_digest(token),
                 },
             )
             raise

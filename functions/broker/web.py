@@ -48,7 +48,10 @@ def json_body(
         except (binascii.Error, ValueError):
             raise InvalidRequest("the request body is not valid base64") from None
     else:
-        raw = body.encode("utf-8", errors="surrogateescape")
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeError:  # a lone surrogate: no UTF-8 text at all
+            raise InvalidRequest("the request body is not valid UTF-8 JSON") from None
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"the request body may be at most {max_bytes} bytes")
     media_type = (content_type or "").split(";", 1)[0].strip().lower()

@@ -161,7 +161,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def forge(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes = b"") -> str:
+def forge(header: Mapping[str, Any], claims: object, signature: bytes = b"") -> str:
     """A JWT assembled by hand, for tokens no honest library would sign."""
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     return Secret(f"{signing_input}.{b64url(signature)}")

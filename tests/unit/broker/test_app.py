@@ -258,6 +258,8 @@ BAD_TOKENS: list[tuple[str, TokenMaker, str]] = [
         "signature does not verify",
     ),
     ("oversized", lambda i, s: _oversized(i), "longer than 8192 bytes"),
+    ("not ascii", lambda i, s: "a\ud800.b.c", "not a signed JWT"),
+    ("payload not an object", lambda i, s: forge({"alg": "RS256", "kid": "gh-1"}, [1]), "JWT"),
 ]
 
 
@@ -470,6 +472,7 @@ JSON = {"content-type": "application/json"}
         pytest.param("[" * 10000 + "]" * 10000, JSON, 413, "payload-too-large", id="deep"),
         pytest.param("[" * 3000 + "]" * 3000, JSON, 400, "invalid-request", id="nested"),
         pytest.param('{"a": 1e99999}', JSON, 400, "invalid-request", id="huge number"),
+        pytest.param('{"a": "\ud800"}', JSON, 400, "invalid-request", id="lone surrogate"),
     ],
 )
 def test_bodies_that_are_not_json_objects(

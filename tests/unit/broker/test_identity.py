@@ -20,7 +20,7 @@ JWKS = "https://login.example.com/keys"
 
 class FakeIdP:
     def __init__(self) -> None:
-        self.keys: list[dict[str, Any]] = [public_jwk(private_key("rsa-a"), "a")]
+        self.keys: list[Any] = [public_jwk(private_key("rsa-a"), "a")]
         self.discovery: dict[str, Any] = {"issuer": ISSUER.url, "jwks_uri": JWKS}
         self.down = False
         self.fetches: list[str] = []
@@ -191,3 +191,46 @@ def test_http_fetcher_reports_unreachable_and_non_json(issuer_server: Any) -> No
         fetch(issuer_server.base_url + "/nobody/jwks")
     with pytest.raises(FetchError, match="unreachable"):
         fetch("http://127.0.0.1:9/")
+
+
+def test_a_cold_cache_and_an_unknown_kid_fetch_the_jwks_once(
+    keys: IssuerKeys, idp: FakeIdP
+) -> None:
+    with pytest.raises(InvalidToken):
+        keys.key(ISSUER, "unknown", "RS256")
+    assert jwks_fetches(idp) == 1
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param({"kty": "RSA", "alg": ["RS256"], "kid": "x"}, id="alg is a list"),
+        pytest.param({"kty": "RSA", "alg": {"a": 1}, "kid": "x"}, id="alg is an object"),
+        pytest.param({"kty": "EC", "crv": ["P-256"], "kid": "x"}, id="crv is a list"),
+        pytest.param({"kty": "RSA", "n": 5, "e": None, "kid": "x"}, id="numbers as strings"),
+        pytest.param({"kty": ["RSA"], "kid": "x"}, id="kty is a list"),
+        pytest.param("a string", id="not an object"),
+    ],
+)
+def test_malformed_keys_are_skipped_and_good_ones_still_serve(
+    keys: IssuerKeys, idp: FakeIdP, garbage: Any
+) -> None:
+    idp.keys = [garbage, *idp.keys]
+    assert keys.key(ISSUER, "a", "RS256") is not None
+
+
+def test_a_jwks_of_garbage_is_unavailable_with_backoff(keys: IssuerKeys, idp: FakeIdP) -> None:
+    idp.keys = [{"kty": "RSA", "alg": ["RS256"]}, 7]
+    for _ in range(3):
+        with pytest.raises(IssuerUnavailable):
+            keys.key(ISSUER, "a", "RS256")
+    assert jwks_fetches(idp) == 1
+
+
+def test_an_https_issuer_cannot_point_the_jwks_at_loopback_http(
+    keys: IssuerKeys, idp: FakeIdP
+) -> None:
+    idp.discovery = {"issuer": ISSUER.url, "jwks_uri": "http://127.0.0.1:9001/2018-06-01/x"}
+    with pytest.raises(IssuerUnavailable):
+        keys.key(ISSUER, "a", "RS256")
+    assert all("127.0.0.1" not in url for url in idp.fetches)

@@ -115,3 +115,26 @@ def test_ssm_source_reads_the_parameter_and_caches_it(ssm: None) -> None:
 def test_ssm_source_missing_parameter(ssm: None) -> None:
     with pytest.raises(SourceError, match="/cabroker/absent"):
         ssm_loader("/cabroker/absent", max_age=60)()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(GOOD.replace("https://login.example.com", "https://[idp"), id="bad url"),
+        pytest.param(GOOD + "? [x]\n: 1\n", id="unhashable key"),
+        pytest.param(GOOD.replace("version: 1", "version: !!int one"), id="bad int tag"),
+        pytest.param(GOOD + "when: 2020-02-30\n", id="impossible date"),
+        pytest.param("version: 1\nrules: " + "[" * 5000 + "]" * 5000 + "\n", id="deep nesting"),
+        pytest.param(GOOD.replace("version: 1", "version: true"), id="version true"),
+    ],
+)
+def test_a_revoking_update_that_fails_oddly_never_leaves_the_old_rules_in_force(
+    broken: str,
+) -> None:
+    fake = Source()
+    source = RulesSource(fake.load, "fake", clock=fake.clock)
+    assert source.current().rules
+    fake.text = broken
+    for _ in range(2):  # the second call must not find the old rules behind a cached digest
+        with pytest.raises(RulesUnavailable):
+            source.current()
