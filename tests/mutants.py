@@ -201,11 +201,25 @@ MUTANTS = [
         (APP, "tests/unit/broker/test_web.py"),
     ),
     mutant(
-        "broken rules fall back to the last good ones",
+        "an invalid rules update keeps the old rules",
         "functions/broker/rulesource.py",
-        "                self._rules, self._error = None, str(exc)",
-        "                self._error = str(exc)",
+        "self._digest, self._rules = digest, None",
+        "self._digest = digest",
         ("tests/unit/broker/test_rulesource.py",),
+    ),
+    mutant(
+        "loopback http JWKS for any issuer",
+        "functions/broker/identity.py",
+        "    return urlsplit(issuer_url).hostname in LOOPBACK_HOSTS",
+        "    return True",
+        ("tests/unit/broker/test_identity.py",),
+    ),
+    mutant(
+        "non-ASCII tokens parsed",
+        "functions/broker/identity.py",
+        "if not token.isascii() or token.count",
+        "if token.count",
+        (APP,),
     ),
 ]
 
