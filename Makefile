@@ -6,9 +6,10 @@ SAMVENV := .venv-sam
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv venv-sam test lint lint-python lint-cfn build bench mutants clean
+.PHONY: help demo venv venv-sam test lint lint-python lint-cfn build bench mutants clean
 
 help:
+	@echo "make demo    (not yet) run the whole product locally"
 	@echo "make test    run the test suite"
 	@echo "make lint    ruff, mypy, cfn-lint, sam validate --lint"
 	@echo "make build   sam build (the Lambda package for arm64)"
@@ -25,6 +26,13 @@ $(SAMVENV)/.installed: requirements/sam.txt
 	$(SAMVENV)/bin/python -m pip install --quiet --upgrade pip
 	$(SAMVENV)/bin/python -m pip install --quiet -r requirements/sam.txt
 	touch $@
+
+# The devstack (broker, AWS stand-in, local identity providers on one machine) is not built
+# yet: say so plainly rather than pretend.
+demo:
+	@echo "make demo: the local stack (devstack) is not built yet." >&2
+	@echo "Today 'make test' runs the broker end to end in process; see README.md." >&2
+	@exit 2
 
 venv: $(VENV)/.installed
 venv-sam: $(SAMVENV)/.installed
