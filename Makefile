@@ -47,8 +47,9 @@ lint-python: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# cfn-lint and sam validate do not follow nested templates: every infra/*.yaml is listed.
 lint-cfn: venv-sam
-	$(SAMVENV)/bin/cfn-lint template.yaml
+	$(SAMVENV)/bin/cfn-lint template.yaml infra/*.yaml
 	$(SAMVENV)/bin/sam validate --lint
 
 build: venv-sam

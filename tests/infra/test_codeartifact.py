@@ -1,0 +1,275 @@
+"""Security properties of infra/codeartifact.yaml, each a check that returns its violations.
+
+Every check runs twice: on the template (no violations) and on a copy mutated to break exactly
+the property it guards (the violation is found), so no check can pass vacuously.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.package_groups import pattern_error
+from tests.infra import cfn_yaml
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "codeartifact.yaml"
+Template = dict[str, Any]
+
+
+def load() -> Template:
+    return cfn_yaml.load(TEMPLATE)
+
+
+def repositories(t: Template) -> dict[str, dict[str, Any]]:
+    return {
+        name: r.get("Properties", {})
+        for name, r in t["Resources"].items()
+        if isinstance(r, dict) and r.get("Type") == "AWS::CodeArtifact::Repository"
+    }
+
+
+def package_groups(t: Template, prefixes: list[str]) -> dict[str, dict[str, Any]]:
+    """Expand the template's Fn::ForEach over ``prefixes`` as the LanguageExtensions would."""
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in t["Resources"].items():
+        if not key.startswith("Fn::ForEach::"):
+            continue
+        variable, collection, body = value
+        assert collection == {"Ref": "InternalPrefixes"}
+        ((logical, resource),) = body.items()
+        for prefix in prefixes:
+            expanded = _substitute(copy.deepcopy(resource), variable, prefix)
+            name = logical.replace("&{" + variable + "}", "".join(c for c in prefix if c.isalnum()))
+            groups[name] = expanded["Properties"]
+    return groups
+
+
+def _substitute(node: Any, variable: str, value: str) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            return node["Fn::Sub"].replace("${" + variable + "}", value)
+        if node == {"Ref": variable}:
+            return value
+        return {k: _substitute(v, variable, value) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, variable, value) for v in node]
+    return node
+
+
+def default_prefixes(t: Template) -> list[str]:
+    return [p.strip() for p in str(t["Parameters"]["InternalPrefixes"]["Default"]).split(",")]
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def external_connection_only_on_the_store(t: Template) -> list[str]:
+    problems = []
+    for name, props in repositories(t).items():
+        connections = props.get("ExternalConnections")
+        if name == "StoreRepository":
+            if connections != ["public:pypi"]:
+                problems.append(f"{name} must hold exactly public:pypi, has {connections}")
+        elif connections:
+            problems.append(f"{name} has an external connection {connections}")
+    return problems
+
+
+def private_upstream_is_the_store(t: Template) -> list[str]:
+    upstreams = repositories(t).get("PrivateRepository", {}).get("Upstreams")
+    expected = [{"Fn::GetAtt": ["StoreRepository", "Name"]}]
+    return [] if upstreams == expected else [f"PrivateRepository upstreams are {upstreams}"]
+
+
+def every_prefix_is_guarded(t: Template) -> list[str]:
+    problems = []
+    prefixes = [*default_prefixes(t), "acme-tools", "corp"]
+    groups = package_groups(t, prefixes)
+    patterns = {props.get("Pattern"): props for props in groups.values()}
+    for prefix in prefixes:
+        props = patterns.get(f"/pypi//{prefix}~")
+        if props is None:
+            problems.append(f"no group for prefix {prefix!r}")
+            continue
+        reason = pattern_error(props["Pattern"])
+        if reason:
+            problems.append(f"{props['Pattern']}: {reason}")
+        restrictions = props.get("OriginConfiguration", {}).get("Restrictions", {})
+        if restrictions.get("ExternalUpstream", {}).get("RestrictionMode") != "BLOCK":
+            problems.append(f"{prefix}: ExternalUpstream is not BLOCK")
+        publish = restrictions.get("Publish", {})
+        if publish.get("RestrictionMode") != "ALLOW_SPECIFIC_REPOSITORIES" or publish.get(
+            "Repositories"
+        ) != [{"Fn::GetAtt": ["PrivateRepository", "Name"]}]:
+            problems.append(f"{prefix}: publishing is not limited to the private repository")
+    return problems
+
+
+def nothing_shared_without_named_accounts(t: Template) -> list[str]:
+    problems = []
+    conditions = t["Conditions"]
+    for name in ("HasReaders", "HasPublishers"):
+        parameter = "ReaderAccounts" if name == "HasReaders" else "PublisherAccounts"
+        expected = {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": parameter}]}, ""]}]}
+        if conditions.get(name) != expected:
+            problems.append(f"condition {name} does not test {parameter} for emptiness")
+        if t["Parameters"][parameter].get("Default") != "":
+            problems.append(f"{parameter} names accounts by default")
+    for resource in ("Domain", "PrivateRepository"):
+        policy = t["Resources"][resource]["Properties"].get("PermissionsPolicyDocument")
+        if not (
+            isinstance(policy, dict)
+            and policy.get("Fn::If", [None])[0] == "SharesWithAccounts"
+            and policy["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+        ):
+            problems.append(f"{resource} has a permissions policy even with no accounts named")
+    for resource in ("StoreRepository",):
+        if "PermissionsPolicyDocument" in t["Resources"][resource]["Properties"]:
+            problems.append(f"{resource} must not be shared")
+    return problems
+
+
+def shared_principals_are_the_named_accounts(t: Template) -> list[str]:
+    problems = []
+    for resource in ("Domain", "PrivateRepository"):
+        policy = t["Resources"][resource]["Properties"]["PermissionsPolicyDocument"]["Fn::If"][1]
+        for wrapped in policy["Statement"]:
+            condition, statement, _ = wrapped["Fn::If"]
+            parameter = "ReaderAccounts" if condition == "HasReaders" else "PublisherAccounts"
+            if statement.get("Principal") != {"AWS": {"Ref": parameter}}:
+                problems.append(f"{resource}/{statement.get('Sid')}: principal is not {parameter}")
+            actions = set(statement["Action"])
+            if parameter == "ReaderAccounts" and actions & {
+                "codeartifact:PublishPackageVersion",
+                "codeartifact:PutPackageMetadata",
+            }:
+                problems.append(f"{resource}/{statement.get('Sid')}: readers may publish")
+            if any("*" in action for action in actions):
+                problems.append(f"{resource}/{statement.get('Sid')}: wildcard action")
+    return problems
+
+
+CHECKS: list[Callable[[Template], list[str]]] = [
+    external_connection_only_on_the_store,
+    private_upstream_is_the_store,
+    every_prefix_is_guarded,
+    nothing_shared_without_named_accounts,
+    shared_principals_are_the_named_accounts,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_the_template_has_the_property(check: Callable[[Template], list[str]]) -> None:
+    assert check(load()) == []
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def _resource_props(t: Template, name: str) -> dict[str, Any]:
+    props: dict[str, Any] = t["Resources"][name]["Properties"]
+    return props
+
+
+def _group(t: Template) -> dict[str, Any]:
+    ((_, value),) = [(k, v) for k, v in t["Resources"].items() if k.startswith("Fn::ForEach")]
+    ((_, resource),) = value[2].items()
+    props: dict[str, Any] = resource["Properties"]
+    return props
+
+
+def _share_policy_statement(t: Template, resource: str, index: int) -> dict[str, Any]:
+    policy = _resource_props(t, resource)["PermissionsPolicyDocument"]["Fn::If"][1]
+    statement: dict[str, Any] = policy["Statement"][index]["Fn::If"][1]
+    return statement
+
+
+MUTATIONS: list[tuple[str, Callable[[Template], None], Callable[[Template], list[str]]]] = [
+    (
+        "external connection on the private repository",
+        lambda t: _resource_props(t, "PrivateRepository").update(
+            ExternalConnections=["public:pypi"]
+        ),
+        external_connection_only_on_the_store,
+    ),
+    (
+        "store without the connection",
+        lambda t: _resource_props(t, "StoreRepository").pop("ExternalConnections"),
+        external_connection_only_on_the_store,
+    ),
+    (
+        "private repository without upstream",
+        lambda t: _resource_props(t, "PrivateRepository").pop("Upstreams"),
+        private_upstream_is_the_store,
+    ),
+    (
+        "groups allow public packages",
+        lambda t: _group(t)["OriginConfiguration"]["Restrictions"]["ExternalUpstream"].update(
+            RestrictionMode="ALLOW"
+        ),
+        every_prefix_is_guarded,
+    ),
+    (
+        "publishing allowed anywhere",
+        lambda t: _group(t)["OriginConfiguration"]["Restrictions"]["Publish"].update(
+            RestrictionMode="ALLOW"
+        ),
+        every_prefix_is_guarded,
+    ),
+    (
+        "pattern is an exact name",
+        lambda t: _group(t).update(Pattern={"Fn::Sub": "/pypi//${Prefix}$"}),
+        every_prefix_is_guarded,
+    ),
+    (
+        "pattern with a namespace",
+        lambda t: _group(t).update(Pattern={"Fn::Sub": "/pypi/${Prefix}~"}),
+        every_prefix_is_guarded,
+    ),
+    (
+        "domain always shared",
+        lambda t: _resource_props(t, "Domain").update(
+            PermissionsPolicyDocument=_resource_props(t, "Domain")["PermissionsPolicyDocument"][
+                "Fn::If"
+            ][1]
+        ),
+        nothing_shared_without_named_accounts,
+    ),
+    (
+        "accounts named by default",
+        lambda t: t["Parameters"]["ReaderAccounts"].update(Default="444455556666"),
+        nothing_shared_without_named_accounts,
+    ),
+    (
+        "readers may publish",
+        lambda t: _share_policy_statement(t, "PrivateRepository", 0)["Action"].append(
+            "codeartifact:PublishPackageVersion"
+        ),
+        shared_principals_are_the_named_accounts,
+    ),
+    (
+        "shared with everyone",
+        lambda t: _share_policy_statement(t, "PrivateRepository", 1).update(Principal={"AWS": "*"}),
+        shared_principals_are_the_named_accounts,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check"),
+    [pytest.param(mutate, check, id=name) for name, mutate, check in MUTATIONS],
+)
+def test_each_check_catches_the_mutation_it_guards_against(
+    mutate: Callable[[Template], None], check: Callable[[Template], list[str]]
+) -> None:
+    template = load()
+    mutate(template)
+    assert check(template) != []
+
+
+def test_every_check_has_a_mutation() -> None:
+    assert {check for _, _, check in MUTATIONS} == set(CHECKS)
