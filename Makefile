@@ -3,10 +3,12 @@
 PYTHON ?= python3
 VENV := .venv
 SAMVENV := .venv-sam
+CHECKOVVENV := .venv-checkov
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help demo venv venv-sam test lint lint-python lint-cfn build bench mutants clean
+.PHONY: help demo venv venv-sam venv-checkov test lint lint-python lint-cfn lint-checkov build \
+	bench mutants clean
 
 help:
 	@echo "make demo    (not yet) run the whole product locally"
@@ -34,13 +36,20 @@ demo:
 	@echo "Today 'make test' runs the broker end to end in process; see README.md." >&2
 	@exit 2
 
+$(CHECKOVVENV)/.installed: requirements/checkov.txt
+	$(PYTHON) -m venv $(CHECKOVVENV)
+	$(CHECKOVVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOVVENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
+	touch $@
+
 venv: $(VENV)/.installed
 venv-sam: $(SAMVENV)/.installed
+venv-checkov: $(CHECKOVVENV)/.installed
 
 test: venv
 	$(PY) -m pytest
 
-lint: lint-python lint-cfn
+lint: lint-python lint-cfn lint-checkov
 
 lint-python: venv
 	$(VENV)/bin/ruff check .
@@ -51,6 +60,11 @@ lint-python: venv
 lint-cfn: venv-sam
 	$(SAMVENV)/bin/cfn-lint template.yaml infra/*.yaml
 	$(SAMVENV)/bin/sam validate --lint
+
+# Every suppression is justified in place (Metadata: checkov: skip: comment).
+lint-checkov: venv-checkov
+	$(CHECKOVVENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation \
+		-f template.yaml $(addprefix -f ,$(wildcard infra/*.yaml))
 
 build: venv-sam
 	$(SAMVENV)/bin/sam build

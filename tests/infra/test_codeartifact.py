@@ -6,7 +6,6 @@ the property it guards (the violation is found), so no check can pass vacuously.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from infra.package_groups import pattern_error
 from tests.infra import cfn_yaml
+from tests.infra.cfn_eval import Stack
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "codeartifact.yaml"
 Template = dict[str, Any]
@@ -33,31 +33,28 @@ def repositories(t: Template) -> dict[str, dict[str, Any]]:
 
 
 def package_groups(t: Template, prefixes: list[str]) -> dict[str, dict[str, Any]]:
-    """Expand the template's Fn::ForEach over ``prefixes`` as the LanguageExtensions would."""
+    """The package groups the template creates for ``InternalPrefixes=prefixes``."""
+    stack = Stack(t, {"InternalPrefixes": ",".join(prefixes)})
     groups: dict[str, dict[str, Any]] = {}
-    for key, value in t["Resources"].items():
-        if not key.startswith("Fn::ForEach::"):
+    for name, resource in t["Resources"].items():
+        if resource.get("Type") != "AWS::CodeArtifact::PackageGroup":
             continue
-        variable, collection, body = value
-        assert collection == {"Ref": "InternalPrefixes"}
-        ((logical, resource),) = body.items()
-        for prefix in prefixes:
-            expanded = _substitute(copy.deepcopy(resource), variable, prefix)
-            name = logical.replace("&{" + variable + "}", "".join(c for c in prefix if c.isalnum()))
-            groups[name] = expanded["Properties"]
+        condition = resource.get("Condition")
+        if condition and not stack.condition(condition):
+            continue
+        props = dict(resource["Properties"])
+        props["Pattern"] = stack.resolve(props["Pattern"])
+        groups[name] = props
     return groups
 
 
-def _substitute(node: Any, variable: str, value: str) -> Any:
-    if isinstance(node, dict):
-        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
-            return node["Fn::Sub"].replace("${" + variable + "}", value)
-        if node == {"Ref": variable}:
-            return value
-        return {k: _substitute(v, variable, value) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, variable, value) for v in node]
-    return node
+def too_many_prefixes_fails(t: Template, prefixes: list[str]) -> bool:
+    """Whether the deployment is made to fail (the AllowedPattern '^$' trap) for ``prefixes``."""
+    trap = t["Resources"].get("TooManyInternalPrefixes", {})
+    condition = trap.get("Condition")
+    if not condition or trap.get("Properties", {}).get("AllowedPattern") != "^$":
+        return False
+    return Stack(t, {"InternalPrefixes": ",".join(prefixes)}).condition(condition)
 
 
 def default_prefixes(t: Template) -> list[str]:
@@ -85,27 +82,39 @@ def private_upstream_is_the_store(t: Template) -> list[str]:
     return [] if upstreams == expected else [f"PrivateRepository upstreams are {upstreams}"]
 
 
+PREFIX_LISTS = [["acme"], ["acme", "acme-tools"], ["a1", "b2", "c3", "d4", "e5"]]
+
+
 def every_prefix_is_guarded(t: Template) -> list[str]:
     problems = []
-    prefixes = [*default_prefixes(t), "acme-tools", "corp"]
-    groups = package_groups(t, prefixes)
-    patterns = {props.get("Pattern"): props for props in groups.values()}
-    for prefix in prefixes:
-        props = patterns.get(f"/pypi//{prefix}~")
-        if props is None:
-            problems.append(f"no group for prefix {prefix!r}")
-            continue
-        reason = pattern_error(props["Pattern"])
-        if reason:
-            problems.append(f"{props['Pattern']}: {reason}")
-        restrictions = props.get("OriginConfiguration", {}).get("Restrictions", {})
-        if restrictions.get("ExternalUpstream", {}).get("RestrictionMode") != "BLOCK":
-            problems.append(f"{prefix}: ExternalUpstream is not BLOCK")
-        publish = restrictions.get("Publish", {})
-        if publish.get("RestrictionMode") != "ALLOW_SPECIFIC_REPOSITORIES" or publish.get(
-            "Repositories"
-        ) != [{"Fn::GetAtt": ["PrivateRepository", "Name"]}]:
-            problems.append(f"{prefix}: publishing is not limited to the private repository")
+    for prefixes in [[*default_prefixes(t)], *PREFIX_LISTS]:
+        groups = package_groups(t, prefixes)
+        if len(groups) != len(prefixes):
+            problems.append(f"{prefixes}: {len(groups)} groups for {len(prefixes)} prefixes")
+        patterns = {props.get("Pattern"): props for props in groups.values()}
+        for prefix in prefixes:
+            props = patterns.get(f"/pypi//{prefix}~")
+            if props is None:
+                problems.append(f"no group for prefix {prefix!r}")
+                continue
+            reason = pattern_error(props["Pattern"])
+            if reason:
+                problems.append(f"{props['Pattern']}: {reason}")
+            restrictions = props.get("OriginConfiguration", {}).get("Restrictions", {})
+            if restrictions.get("ExternalUpstream", {}).get("RestrictionMode") != "BLOCK":
+                problems.append(f"{prefix}: ExternalUpstream is not BLOCK")
+            publish = restrictions.get("Publish", {})
+            if publish.get("RestrictionMode") != "ALLOW_SPECIFIC_REPOSITORIES" or publish.get(
+                "Repositories"
+            ) != [{"Fn::GetAtt": ["PrivateRepository", "Name"]}]:
+                problems.append(f"{prefix}: publishing is not limited to the private repository")
+        if too_many_prefixes_fails(t, prefixes):
+            problems.append(f"{prefixes}: a valid list would fail the deployment")
+    if not too_many_prefixes_fails(t, ["a", "b", "c", "d", "e", "f"]):
+        problems.append("a sixth prefix would be silently unguarded instead of failing")
+    rule = t.get("Rules", {}).get("PrefixesAreNamed", {}).get("Assertions", [{}])[0]
+    if rule.get("Assert") != {"Fn::Not": [{"Fn::Contains": [{"Ref": "InternalPrefixes"}, ""]}]}:
+        problems.append("no rule refuses an empty prefix list or an empty prefix")
     return problems
 
 
@@ -175,10 +184,8 @@ def _resource_props(t: Template, name: str) -> dict[str, Any]:
     return props
 
 
-def _group(t: Template) -> dict[str, Any]:
-    ((_, value),) = [(k, v) for k, v in t["Resources"].items() if k.startswith("Fn::ForEach")]
-    ((_, resource),) = value[2].items()
-    props: dict[str, Any] = resource["Properties"]
+def _group(t: Template, number: int = 3) -> dict[str, Any]:
+    props: dict[str, Any] = t["Resources"][f"InternalGroup{number}"]["Properties"]
     return props
 
 
@@ -222,12 +229,32 @@ MUTATIONS: list[tuple[str, Callable[[Template], None], Callable[[Template], list
     ),
     (
         "pattern is an exact name",
-        lambda t: _group(t).update(Pattern={"Fn::Sub": "/pypi//${Prefix}$"}),
+        lambda t: _group(t)["Pattern"]["Fn::Sub"].__setitem__(0, "/pypi//${Prefix}$"),
         every_prefix_is_guarded,
     ),
     (
         "pattern with a namespace",
-        lambda t: _group(t).update(Pattern={"Fn::Sub": "/pypi/${Prefix}~"}),
+        lambda t: _group(t, 1)["Pattern"]["Fn::Sub"].__setitem__(0, "/pypi/${Prefix}~"),
+        every_prefix_is_guarded,
+    ),
+    (
+        "a slot reads the wrong entry",
+        lambda t: _group(t, 2)["Pattern"]["Fn::Sub"][1]["Prefix"]["Fn::Select"].__setitem__(0, 0),
+        every_prefix_is_guarded,
+    ),
+    (
+        "fifth slot missing",
+        lambda t: t["Resources"].pop("InternalGroup5"),
+        every_prefix_is_guarded,
+    ),
+    (
+        "sixth prefix silently ignored",
+        lambda t: t["Resources"].pop("TooManyInternalPrefixes"),
+        every_prefix_is_guarded,
+    ),
+    (
+        "empty prefixes allowed",
+        lambda t: t.pop("Rules"),
         every_prefix_is_guarded,
     ),
     (

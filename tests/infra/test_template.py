@@ -1,20 +1,26 @@
-"""Structural checks of template.yaml: who may do what, and how the function and API are wired.
+"""Structural checks of template.yaml: who may do what, and how the stacks and function are wired.
 
-cfn-lint and ``sam validate --lint`` check that the template is well formed; these tests check
-that it says what the design says (design.md sections 1 and 5): TokenIssuerRole trusts only the
-broker's role and holds exactly the CodeArtifact permissions a token may carry, the broker's
-role can do nothing but assume it and read the rules, and the API throttles and logs without the
-caller's token.  Intrinsic functions are evaluated by a small evaluator over sample parameter
-values, so ARNs are compared as the strings CloudFormation would produce.
+cfn-lint and ``sam validate --lint`` check that the template is well formed (and follow no
+nested template); these tests check that it says what the design says (design.md sections 1, 2
+and 5).  The root stack nests infra/codeartifact.yaml (the domain and repositories) and
+infra/iam.yaml (TokenIssuerRole, whose checks live in test_iam.py); here: the broker's role can
+do nothing but assume the Iam stack's TokenIssuerRole and read the rules, TokenIssuerRole trusts
+that role, the function and the outputs read the nested stacks' outputs, the nested stacks get
+the root's parameters, and the API throttles and logs without the caller's token.  Intrinsic
+functions are evaluated by tests/infra/cfn_eval.py over sample parameter values, so ARNs are
+compared as the strings CloudFormation would produce (nested outputs stay symbolic:
+``<Iam.Outputs.TokenIssuerRoleArn>``).
+
+The wiring and security checks return their violations and each is proven by mutations of the
+template that break exactly its property.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -22,155 +28,45 @@ import yaml
 
 from broker import rules
 from tests.infra import cfn_yaml
+from tests.infra.cfn_eval import (
+    ACCOUNT,
+    OTHER_ACCOUNT,
+    ROOT,
+    Stack,
+    Template,
+    all_policy_documents,
+    allowed,
+    as_list,
+    load,
+    parameter_error,
+    properties,
+    resources_of_type,
+    role_policy_documents,
+    statements,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 MAKEFILE = ROOT / "functions" / "Makefile"
-
-ACCOUNT = "111122223333"
-OTHER_ACCOUNT = "444455556666"
-PSEUDO_PARAMETERS = {
-    "AWS::AccountId": ACCOUNT,
-    "AWS::Partition": "aws",
-    "AWS::Region": "us-east-1",
-    "AWS::StackName": "cabroker",
-    "AWS::URLSuffix": "amazonaws.com",
+THIRD_ACCOUNT = "777788889999"
+KEY_ARN = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+RULES_PARAMETER_ARN = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/cabroker/cabroker/rules"
+NESTED_STACKS = {"CodeArtifact": "infra/codeartifact.yaml", "Iam": "infra/iam.yaml"}
+# Sample root parameter values: the defaults, and every nested-stack parameter given.
+GIVEN = {
+    "DomainName": "corp",
+    "RepositoryName": "private.repo",
+    "EncryptionKeyArn": KEY_ARN,
+    "InternalPrefixes": "acme,acmecorp",
+    "ReaderAccounts": f"{OTHER_ACCOUNT},{THIRD_ACCOUNT}",
+    "PublisherAccounts": OTHER_ACCOUNT,
+    "CreateReaderPolicy": "true",
+    "CreatePublisherPolicy": "false",
 }
-POLICY_RESOURCE_TYPES = ("AWS::IAM::Policy", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy")
-SUB_VARIABLE = re.compile(r"\$\{(!?)([^}]*)\}")
-
-
-# --- a small evaluator of the intrinsic functions the template uses -------------------------------
-
-
-@dataclass(frozen=True)
-class Stack:
-    """The template with parameter values: evaluates intrinsics to strings.
-
-    ``Ref`` to a resource becomes ``<Name>`` (an SSM parameter becomes its ``Name``, as in
-    CloudFormation) and ``Fn::GetAtt`` becomes ``<Name.Attribute>``.
-    """
-
-    template: Mapping[str, Any]
-    overrides: Mapping[str, str] = field(default_factory=dict)
-
-    def parameter(self, name: str) -> str:
-        if name in PSEUDO_PARAMETERS:
-            return PSEUDO_PARAMETERS[name]
-        if name in self.overrides:
-            return self.overrides[name]
-        return str(self.template["Parameters"][name]["Default"])
-
-    def ref(self, name: str) -> str:
-        if name in PSEUDO_PARAMETERS or name in self.template.get("Parameters", {}):
-            return self.parameter(name)
-        resource = self.template["Resources"][name]
-        if resource["Type"] == "AWS::SSM::Parameter" and "Name" in resource["Properties"]:
-            return str(self.resolve(resource["Properties"]["Name"]))
-        return f"<{name}>"
-
-    def condition(self, name: str) -> bool:
-        return bool(self.resolve(self.template["Conditions"][name]))
-
-    def sub(self, text: str, variables: Mapping[str, Any]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            literal, name = match.groups()
-            if literal:
-                return "${" + name + "}"
-            if name in variables:
-                return str(self.resolve(variables[name]))
-            if "." in name and not name.startswith("AWS::"):
-                return f"<{name}>"
-            return self.ref(name)
-
-        return SUB_VARIABLE.sub(replace, text)
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self.resolve(item) for item in value]
-        if not isinstance(value, dict):
-            return value
-        if len(value) != 1:
-            return {key: self.resolve(item) for key, item in value.items()}
-        ((key, arg),) = value.items()
-        match key:
-            case "Ref":
-                return self.ref(arg)
-            case "Fn::GetAtt":
-                return f"<{arg[0]}.{arg[1]}>"
-            case "Fn::Sub":
-                text, variables = (arg, {}) if isinstance(arg, str) else arg
-                return self.sub(text, variables)
-            case "Fn::If":
-                name, when_true, when_false = arg
-                return self.resolve(when_true if self.condition(name) else when_false)
-            case "Fn::Equals":
-                left, right = (str(self.resolve(item)) for item in arg)
-                return left == right
-            case "Fn::Not":
-                return not self.resolve(arg[0])
-            case "Fn::And":
-                return all(self.resolve(item) for item in arg)
-            case "Fn::Or":
-                return any(self.resolve(item) for item in arg)
-            case "Condition":
-                return self.condition(arg)
-            case "Fn::Join":
-                separator, items = arg
-                return separator.join(str(item) for item in self.resolve(items))
-        if key.startswith("Fn::"):
-            raise NotImplementedError(f"the test evaluator does not know {key}")
-        return {key: self.resolve(arg)}
+SAMPLES: dict[str, dict[str, str]] = {"defaults": {}, "given": GIVEN}
+Check = Callable[[Template], list[str]]
 
 
 # --- helpers over the template --------------------------------------------------------------------
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def resources_of_type(template: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
-
-
-def properties(template: Mapping[str, Any], name: str) -> dict[str, Any]:
-    props: dict[str, Any] = template["Resources"][name]["Properties"]
-    return props
-
-
-def statements(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return as_list(document["Statement"])
-
-
-def role_policy_documents(template: Mapping[str, Any], role: str) -> list[dict[str, Any]]:
-    """Every policy document that applies to ``role``: inline ones and attached resources."""
-    documents = [p["PolicyDocument"] for p in properties(template, role).get("Policies", [])]
-    reference = {"Ref": role}
-    for kind in POLICY_RESOURCE_TYPES:
-        for resource in resources_of_type(template, kind).values():
-            props = resource["Properties"]
-            if props.get("RoleName") == reference or reference in props.get("Roles", []):
-                documents.append(props["PolicyDocument"])
-    return documents
-
-
-def all_policy_documents(template: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for name, resource in template["Resources"].items():
-        if resource["Type"] == "AWS::IAM::Role":
-            yield resource["Properties"]["AssumeRolePolicyDocument"]
-            yield from role_policy_documents(template, name)
-
-
-def allowed(stack: Stack, documents: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    """The (action, resource) pairs the documents allow, ARNs evaluated."""
-    pairs = set()
-    for statement in (s for document in documents for s in statements(document)):
-        assert statement["Effect"] == "Allow", statement
-        for action in as_list(statement["Action"]):
-            for resource in as_list(statement["Resource"]):
-                pairs.add((action, str(stack.resolve(resource))))
-    return pairs
 
 
 def function_properties(template: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,15 +86,43 @@ def function_environment(template: Mapping[str, Any]) -> dict[str, Any]:
     return variables
 
 
+def nested_parameters(template: Mapping[str, Any], stack: str) -> dict[str, Any]:
+    parameters: dict[str, Any] = properties(template, stack).get("Parameters", {})
+    return parameters
+
+
+def nested_output_references(node: Any) -> Iterator[tuple[str, str]]:
+    """(stack, output) for every ``!GetAtt Stack.Outputs.Name`` and ``${Stack.Outputs.Name}``."""
+    if isinstance(node, list):
+        for item in node:
+            yield from nested_output_references(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Fn::GetAtt" and str(value[1]).startswith("Outputs."):
+                yield value[0], value[1].removeprefix("Outputs.")
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                yield from re.findall(r"\$\{(\w+)\.Outputs\.(\w+)\}", text)
+            yield from nested_output_references(value)
+
+
 def makefile_variable(name: str) -> str:
     match = re.search(rf"^{name}\s*\??=\s*(\S+)\s*$", MAKEFILE.read_text(), re.MULTILINE)
     assert match, f"{name} is not set in {MAKEFILE}"
     return match.group(1)
 
 
+def differences(name: str, actual: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{name} {key}: {actual.get(key, '<missing>')!r}, expected {expected.get(key, '<none>')!r}"
+        for key in sorted(set(actual) | set(expected))
+        if actual.get(key) != expected.get(key)
+    ]
+
+
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return cfn_yaml.load(TEMPLATE)
+    return load(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -261,120 +185,488 @@ def test_loader_refuses(text: str) -> None:
         cfn_yaml.loads(text)
 
 
-# --- TokenIssuerRole: trusts only the broker, holds at most what a token may carry ----------------
+# --- wiring and security checks, each returning its violations ------------------------------------
 
 
-def test_token_issuer_role_trusts_only_the_broker_role(template: dict[str, Any]) -> None:
-    trust = statements(properties(template, "TokenIssuerRole")["AssumeRolePolicyDocument"])
-    assert len(trust) == 1
-    (statement,) = trust
-    assert statement["Effect"] == "Allow"
-    assert statement["Principal"] == {"AWS": {"Fn::GetAtt": ["BrokerFunctionRole", "Arn"]}}
-    assert sorted(as_list(statement["Action"])) == ["sts:AssumeRole", "sts:SetSourceIdentity"]
-    assert set(statement) <= {"Sid", "Effect", "Principal", "Action"}
-
-
-def test_token_issuer_role_sessions_last_at_most_an_hour(template: dict[str, Any]) -> None:
-    assert properties(template, "TokenIssuerRole")["MaxSessionDuration"] <= 3600
-
-
-def test_token_issuer_role_has_no_managed_or_attached_policies(template: dict[str, Any]) -> None:
-    props = properties(template, "TokenIssuerRole")
-    assert "ManagedPolicyArns" not in props
-    assert len(role_policy_documents(template, "TokenIssuerRole")) == len(props["Policies"])
-
-
-@pytest.mark.parametrize(
-    ("overrides", "owner", "domain", "repository"),
-    [
-        pytest.param({}, ACCOUNT, "acme", "internal", id="defaults-owner-is-stack-account"),
-        pytest.param(
-            {"DomainOwner": OTHER_ACCOUNT, "DomainName": "corp", "RepositoryName": "private"},
-            OTHER_ACCOUNT,
-            "corp",
-            "private",
-            id="cross-account-domain",
-        ),
-    ],
-)
-def test_token_issuer_role_allows_exactly_what_a_token_may_carry(
-    template: dict[str, Any], overrides: dict[str, str], owner: str, domain: str, repository: str
-) -> None:
-    arn = f"arn:aws:codeartifact:us-east-1:{owner}"
-    repository_arn = f"{arn}:repository/{domain}/{repository}"
-    packages_arn = f"{arn}:package/{domain}/{repository}/pypi//*"
-    documents = role_policy_documents(template, "TokenIssuerRole")
-    assert allowed(Stack(template, overrides), documents) == {
-        ("codeartifact:GetAuthorizationToken", f"{arn}:domain/{domain}"),
-        ("sts:GetServiceBearerToken", "*"),
-        ("codeartifact:ReadFromRepository", repository_arn),
-        ("codeartifact:GetRepositoryEndpoint", repository_arn),
-        ("codeartifact:PublishPackageVersion", packages_arn),
-        ("codeartifact:PutPackageMetadata", packages_arn),
+def broker_role_is_for_lambda_only(t: Template) -> list[str]:
+    trust = statements(properties(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"])
+    expected = {
+        "Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole",
     }
+    return [] if trust == [expected] else [f"BrokerFunctionRole trusts {trust}"]
 
 
-def test_token_issuer_role_star_only_for_codeartifact_bearer_tokens(
-    template: dict[str, Any],
-) -> None:
-    documents = role_policy_documents(template, "TokenIssuerRole")
-    starred = [s for d in documents for s in statements(d) if "*" in as_list(s["Resource"])]
-    assert len(starred) == 1
-    (statement,) = starred
-    assert as_list(statement["Action"]) == ["sts:GetServiceBearerToken"]
-    condition = statement["Condition"]
-    assert condition["StringEquals"] == {"sts:AWSServiceName": "codeartifact.amazonaws.com"}
-    assert int(condition["NumericLessThanEquals"]["sts:DurationSeconds"]) <= 43200
-    assert set(condition) == {"StringEquals", "NumericLessThanEquals"}
-
-
-def test_no_policy_uses_negations_or_action_wildcards(template: dict[str, Any]) -> None:
-    for document in all_policy_documents(template):
-        for statement in statements(document):
-            assert not {"NotAction", "NotResource", "NotPrincipal"} & set(statement), statement
-            assert all("*" not in action for action in as_list(statement["Action"])), statement
-
-
-def test_only_the_two_roles_exist(template: dict[str, Any]) -> None:
-    roles = resources_of_type(template, "AWS::IAM::Role")
-    assert set(roles) == {"BrokerFunctionRole", "TokenIssuerRole"}
-
-
-# --- BrokerFunctionRole: assume TokenIssuerRole, read the rules, nothing else ---------------------
-
-
-def test_broker_role_is_for_lambda_only(template: dict[str, Any]) -> None:
-    trust = statements(properties(template, "BrokerFunctionRole")["AssumeRolePolicyDocument"])
-    assert trust == [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "lambda.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ]
-
-
-def test_broker_role_managed_policies_are_logs_and_traces(stack: Stack) -> None:
-    managed = stack.resolve(properties(stack.template, "BrokerFunctionRole")["ManagedPolicyArns"])
-    assert set(managed) == {
+def broker_role_managed_policies_are_logs_and_traces(t: Template) -> list[str]:
+    managed = Stack(t).resolve(properties(t, "BrokerFunctionRole").get("ManagedPolicyArns", []))
+    expected = {
         "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
         "arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess",
     }
+    return [] if set(managed) == expected else [f"BrokerFunctionRole has managed {managed}"]
 
 
-def test_broker_role_may_only_assume_token_issuer_and_read_rules(stack: Stack) -> None:
-    assert "Policies" not in properties(stack.template, "BrokerFunctionRole")
-    documents = role_policy_documents(stack.template, "BrokerFunctionRole")
-    assert allowed(stack, documents) == {
-        ("sts:AssumeRole", "<TokenIssuerRole.Arn>"),
-        ("sts:SetSourceIdentity", "<TokenIssuerRole.Arn>"),
-        ("ssm:GetParameter", f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/cabroker/cabroker/rules"),
+def broker_role_may_only_assume_token_issuer_and_read_rules(t: Template) -> list[str]:
+    """BrokerFunctionPolicy: AssumeRole on the Iam stack's output, GetParameter on the rules."""
+    problems = []
+    if "Policies" in properties(t, "BrokerFunctionRole"):
+        problems.append("BrokerFunctionRole has inline policies")
+    if "Policies" in properties(t, "BrokerFunction"):
+        problems.append("BrokerFunction has SAM policies")
+    issuer = {"Fn::GetAtt": ["Iam", "Outputs.TokenIssuerRoleArn"]}
+    for statement in statements(properties(t, "BrokerFunctionPolicy")["PolicyDocument"]):
+        if "sts:AssumeRole" in as_list(statement.get("Action")) and statement["Resource"] != issuer:
+            problems.append(f"AssumeRole on {statement['Resource']}, not {issuer}")
+    for sample, overrides in SAMPLES.items():
+        stack = Stack(t, overrides)
+        if stack.ref("RulesParameter") != "/cabroker/cabroker/rules":
+            problems.append(f"{sample}: the rules parameter is {stack.ref('RulesParameter')}")
+        actual = allowed(stack, role_policy_documents(t, "BrokerFunctionRole"))
+        expected = {
+            ("sts:AssumeRole", "<Iam.Outputs.TokenIssuerRoleArn>"),
+            ("sts:SetSourceIdentity", "<Iam.Outputs.TokenIssuerRoleArn>"),
+            ("ssm:GetParameter", RULES_PARAMETER_ARN),
+        }
+        problems += [f"{sample}: also allows {pair}" for pair in sorted(actual - expected)]
+        problems += [f"{sample}: lacks {pair}" for pair in sorted(expected - actual)]
+    return problems
+
+
+def function_waits_for_its_policy(t: Template) -> list[str]:
+    depends_on = as_list(t["Resources"]["BrokerFunction"].get("DependsOn", []))
+    return (
+        [] if "BrokerFunctionPolicy" in depends_on else ["BrokerFunction may start unable to act"]
+    )
+
+
+def only_the_broker_function_role(t: Template) -> list[str]:
+    """TokenIssuerRole lives in the Iam stack; no other role, nor one SAM would make."""
+    problems = []
+    roles = set(resources_of_type(t, "AWS::IAM::Role"))
+    if roles != {"BrokerFunctionRole"}:
+        problems.append(f"the roles are {sorted(roles)}")
+    for name in resources_of_type(t, "AWS::Serverless::Function"):
+        if "Role" not in properties(t, name):
+            problems.append(f"{name} has no Role: SAM would create one")
+    return problems
+
+
+def no_negations_or_action_wildcards(t: Template) -> list[str]:
+    problems = []
+    for where, document in all_policy_documents(t):
+        for statement in statements(document):
+            negations = {"NotAction", "NotResource", "NotPrincipal"} & set(statement)
+            if negations:
+                problems.append(f"{where} uses {sorted(negations)}")
+            wildcards = [a for a in as_list(statement.get("Action", [])) if "*" in a or "?" in a]
+            if wildcards:
+                problems.append(f"{where} has wildcard actions {wildcards}")
+    return problems
+
+
+def iam_stack_trusts_the_broker_role_for_the_domain_created(t: Template) -> list[str]:
+    problems = []
+    passed = nested_parameters(t, "Iam")
+    broker_role = {"Fn::GetAtt": ["BrokerFunctionRole", "Arn"]}
+    if passed.get("BrokerRoleArn") != broker_role:
+        problems.append(f"Iam's BrokerRoleArn is {passed.get('BrokerRoleArn')}, not {broker_role}")
+    for sample, overrides in SAMPLES.items():
+        expected = {
+            "DomainName": "<CodeArtifact.Outputs.DomainName>",
+            "DomainOwner": "<CodeArtifact.Outputs.DomainOwner>",
+            "RepositoryName": "<CodeArtifact.Outputs.PrivateRepositoryName>",
+            "BrokerRoleArn": "<BrokerFunctionRole.Arn>",
+            "CreateReaderPolicy": overrides.get("CreateReaderPolicy", "false"),
+            "CreatePublisherPolicy": overrides.get("CreatePublisherPolicy", "false"),
+        }
+        problems += differences(f"{sample}: Iam", Stack(t, overrides).resolve(passed), expected)
+    return problems
+
+
+def codeartifact_stack_gets_the_root_parameters(t: Template) -> list[str]:
+    problems = []
+    passed = nested_parameters(t, "CodeArtifact")
+    for sample, overrides in SAMPLES.items():
+        value = Stack(t, overrides).parameter
+        expected = {
+            "DomainName": value("DomainName"),
+            "EncryptionKeyArn": value("EncryptionKeyArn"),
+            "PrivateRepositoryName": value("RepositoryName"),
+            # CommaDelimitedList parameters cross the stack boundary joined with ",".
+            "InternalPrefixes": value("InternalPrefixes"),
+            "ReaderAccounts": value("ReaderAccounts"),
+            "PublisherAccounts": value("PublisherAccounts"),
+        }
+        actual = Stack(t, overrides).resolve(passed)
+        problems += differences(f"{sample}: CodeArtifact", actual, expected)
+    return problems
+
+
+def function_environment_comes_from_the_nested_stacks(t: Template) -> list[str]:
+    environment = function_environment(t)
+    problems = []
+    if "BROKER_RULES_FILE" in environment:
+        problems.append("BROKER_RULES_FILE is set as well as BROKER_RULES_PARAMETER")
+    expected = {
+        "BROKER_RULES_PARAMETER": "/cabroker/cabroker/rules",
+        "BROKER_ROLE_ARN": "<Iam.Outputs.TokenIssuerRoleArn>",
+        "BROKER_DOMAIN": "<CodeArtifact.Outputs.DomainName>",
+        "BROKER_DOMAIN_OWNER": "<CodeArtifact.Outputs.DomainOwner>",
     }
+    for sample, overrides in SAMPLES.items():
+        actual = Stack(t, overrides).resolve({k: environment.get(k) for k in expected})
+        problems += differences(f"{sample}: environment", actual, expected)
+    return problems
 
 
-def test_function_waits_for_its_policy(template: dict[str, Any]) -> None:
-    depends_on = as_list(template["Resources"]["BrokerFunction"].get("DependsOn", []))
-    assert "BrokerFunctionPolicy" in depends_on
+def nested_stacks_agree_with_their_templates(t: Template) -> list[str]:
+    """Parameters passed are declared (required ones passed, values acceptable to the nested
+    template), and every output read exists unconditionally."""
+    problems = []
+    applications = {
+        name: properties(t, name).get("Location")
+        for name in resources_of_type(t, "AWS::Serverless::Application")
+    }
+    if applications != NESTED_STACKS:
+        problems.append(f"nested stacks are {applications}, not {NESTED_STACKS}")
+    nested: dict[str, Template] = {}
+    for name, location in applications.items():
+        path = TEMPLATE.parent / str(location)
+        if not path.is_file():
+            problems.append(f"{name}: no template at {location}")
+            continue
+        nested[name] = load(path)
+        declared = nested[name].get("Parameters", {})
+        passed = nested_parameters(t, name)
+        for parameter in sorted(set(passed) - set(declared)):
+            problems.append(f"{name}: {parameter} is not a parameter of {location}")
+        for parameter in sorted(set(declared) - set(passed)):
+            if "Default" not in declared[parameter]:
+                problems.append(f"{name}: required parameter {parameter} is not passed")
+        for parameter, value in passed.items():
+            if parameter not in declared:
+                continue
+            joined = isinstance(value, dict) and "Fn::Join" in value
+            if joined and declared[parameter].get("Type") != "CommaDelimitedList":
+                problems.append(f"{name}: {parameter} gets a joined list but is a String")
+            for sample, overrides in SAMPLES.items():
+                resolved = Stack(t, overrides).resolve(value)
+                if isinstance(resolved, str) and not resolved.startswith("<"):
+                    reason = parameter_error(declared[parameter], resolved)
+                    if reason:
+                        problems.append(f"{sample}: {name} refuses {parameter}: {reason}")
+    for stack, output in sorted(set(nested_output_references(t))):
+        outputs = nested.get(stack, {}).get("Outputs", {})
+        if output not in outputs:
+            problems.append(f"{stack} has no output {output}")
+        elif "Condition" in outputs[output]:
+            problems.append(f"{stack}.Outputs.{output} exists only under a condition")
+    return problems
+
+
+EXPECTED_OUTPUTS = {
+    "BrokerUrl": "https://<BrokerApi>.execute-api.us-east-1.amazonaws.com",
+    "TokenIssuerRoleArn": "<Iam.Outputs.TokenIssuerRoleArn>",
+    "BrokerFunctionRoleArn": "<BrokerFunctionRole.Arn>",
+    "AdminPolicyArn": "<Iam.Outputs.AdminPolicyArn>",
+    "DomainName": "<CodeArtifact.Outputs.DomainName>",
+    "PrivateRepositoryName": "<CodeArtifact.Outputs.PrivateRepositoryName>",
+    "RulesParameterName": "/cabroker/cabroker/rules",
+}
+
+
+def outputs_are_what_operators_need(t: Template) -> list[str]:
+    stack = Stack(t)
+    actual = {name: stack.resolve(output["Value"]) for name, output in t["Outputs"].items()}
+    return differences("output", actual, EXPECTED_OUTPUTS)
+
+
+CHECKS: list[Check] = [
+    broker_role_is_for_lambda_only,
+    broker_role_managed_policies_are_logs_and_traces,
+    broker_role_may_only_assume_token_issuer_and_read_rules,
+    function_waits_for_its_policy,
+    only_the_broker_function_role,
+    no_negations_or_action_wildcards,
+    iam_stack_trusts_the_broker_role_for_the_domain_created,
+    codeartifact_stack_gets_the_root_parameters,
+    function_environment_comes_from_the_nested_stacks,
+    nested_stacks_agree_with_their_templates,
+    outputs_are_what_operators_need,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_the_template_has_the_property(check: Check) -> None:
+    assert check(load(TEMPLATE)) == []
+
+
+def _props(t: Template, resource: str) -> dict[str, Any]:
+    return properties(t, resource)
+
+
+def _broker_statement(t: Template, sid: str) -> dict[str, Any]:
+    document = _props(t, "BrokerFunctionPolicy")["PolicyDocument"]
+    matches: list[dict[str, Any]] = [s for s in document["Statement"] if s.get("Sid") == sid]
+    (statement,) = matches
+    return statement
+
+
+def _environment(t: Template) -> dict[str, Any]:
+    variables: dict[str, Any] = _props(t, "BrokerFunction")["Environment"]["Variables"]
+    return variables
+
+
+def _add_resource(t: Template, name: str, resource: dict[str, Any]) -> None:
+    t["Resources"][name] = resource
+
+
+OUTPUT = "Fn::GetAtt"
+S3_READ = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
+
+MUTATIONS: list[tuple[str, Callable[[Template], None], Check]] = [
+    (
+        "the account may assume the broker role",
+        lambda t: _props(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"]["Statement"][0][
+            "Principal"
+        ].update(AWS={"Ref": "AWS::AccountId"}),
+        broker_role_is_for_lambda_only,
+    ),
+    (
+        "AdministratorAccess on the broker role",
+        lambda t: _props(t, "BrokerFunctionRole")["ManagedPolicyArns"].append(
+            "arn:aws:iam::aws:policy/AdministratorAccess"
+        ),
+        broker_role_managed_policies_are_logs_and_traces,
+    ),
+    (
+        "broker assumes any role",
+        lambda t: _broker_statement(t, "AssumeTokenIssuerRole").update(Resource="*"),
+        broker_role_may_only_assume_token_issuer_and_read_rules,
+    ),
+    (
+        "broker assumes the issuer role named by hand",
+        lambda t: _broker_statement(t, "AssumeTokenIssuerRole").update(
+            Resource={"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/*"}
+        ),
+        broker_role_may_only_assume_token_issuer_and_read_rules,
+    ),
+    (
+        "broker reads every parameter",
+        lambda t: _broker_statement(t, "ReadRules").update(
+            Resource={
+                "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/*"
+            }
+        ),
+        broker_role_may_only_assume_token_issuer_and_read_rules,
+    ),
+    (
+        "broker role gets an inline policy",
+        lambda t: _props(t, "BrokerFunctionRole").update(
+            Policies=[{"PolicyName": "more", "PolicyDocument": {"Statement": [S3_READ]}}]
+        ),
+        broker_role_may_only_assume_token_issuer_and_read_rules,
+    ),
+    (
+        "a managed policy attached to the broker role",
+        lambda t: _add_resource(
+            t,
+            "ExtraPolicy",
+            {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "Roles": [{"Ref": "BrokerFunctionRole"}],
+                    "PolicyDocument": {"Statement": [S3_READ]},
+                },
+            },
+        ),
+        broker_role_may_only_assume_token_issuer_and_read_rules,
+    ),
+    (
+        "function with SAM policies",
+        lambda t: _props(t, "BrokerFunction").update(Policies=["AmazonS3ReadOnlyAccess"]),
+        broker_role_may_only_assume_token_issuer_and_read_rules,
+    ),
+    (
+        "function does not wait for its policy",
+        lambda t: t["Resources"]["BrokerFunction"].pop("DependsOn"),
+        function_waits_for_its_policy,
+    ),
+    (
+        "TokenIssuerRole back in the root",
+        lambda t: _add_resource(
+            t, "TokenIssuerRole", copy.deepcopy(t["Resources"]["BrokerFunctionRole"])
+        ),
+        only_the_broker_function_role,
+    ),
+    (
+        "function without an explicit role",
+        lambda t: _props(t, "BrokerFunction").pop("Role"),
+        only_the_broker_function_role,
+    ),
+    (
+        "NotResource in the broker policy",
+        lambda t: _broker_statement(t, "ReadRules").update(
+            NotResource=_broker_statement(t, "ReadRules").pop("Resource")
+        ),
+        no_negations_or_action_wildcards,
+    ),
+    (
+        "wildcard ssm action",
+        lambda t: _broker_statement(t, "ReadRules").update(Action="ssm:GetParameter*"),
+        no_negations_or_action_wildcards,
+    ),
+    (
+        "issuer role trusts the account root",
+        lambda t: _props(t, "Iam")["Parameters"].update(
+            BrokerRoleArn={"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+        ),
+        iam_stack_trusts_the_broker_role_for_the_domain_created,
+    ),
+    (
+        "Iam sees the store repository",
+        lambda t: _props(t, "Iam")["Parameters"].update(
+            RepositoryName={OUTPUT: ["CodeArtifact", "Outputs.StoreRepositoryName"]}
+        ),
+        iam_stack_trusts_the_broker_role_for_the_domain_created,
+    ),
+    (
+        "reader flag creates the publisher policy",
+        lambda t: _props(t, "Iam")["Parameters"].update(
+            CreatePublisherPolicy={"Ref": "CreateReaderPolicy"}
+        ),
+        iam_stack_trusts_the_broker_role_for_the_domain_created,
+    ),
+    (
+        "prefixes joined with ';'",
+        lambda t: _props(t, "CodeArtifact")["Parameters"]["InternalPrefixes"][
+            "Fn::Join"
+        ].__setitem__(0, ";"),
+        codeartifact_stack_gets_the_root_parameters,
+    ),
+    (
+        "prefixes passed as a list",
+        lambda t: _props(t, "CodeArtifact")["Parameters"].update(
+            InternalPrefixes={"Ref": "InternalPrefixes"}
+        ),
+        codeartifact_stack_gets_the_root_parameters,
+    ),
+    (
+        "encryption key not passed",
+        lambda t: _props(t, "CodeArtifact")["Parameters"].pop("EncryptionKeyArn"),
+        codeartifact_stack_gets_the_root_parameters,
+    ),
+    (
+        "reader and publisher accounts swapped",
+        lambda t: _props(t, "CodeArtifact")["Parameters"].update(
+            ReaderAccounts=_props(t, "CodeArtifact")["Parameters"]["PublisherAccounts"],
+            PublisherAccounts=_props(t, "CodeArtifact")["Parameters"]["ReaderAccounts"],
+        ),
+        codeartifact_stack_gets_the_root_parameters,
+    ),
+    (
+        "function assumes its own role",
+        lambda t: _environment(t).update(BROKER_ROLE_ARN={OUTPUT: ["BrokerFunctionRole", "Arn"]}),
+        function_environment_comes_from_the_nested_stacks,
+    ),
+    (
+        "function domain is the store repository",
+        lambda t: _environment(t).update(
+            BROKER_DOMAIN={OUTPUT: ["CodeArtifact", "Outputs.StoreRepositoryName"]}
+        ),
+        function_environment_comes_from_the_nested_stacks,
+    ),
+    (
+        "function domain owner hard-coded",
+        lambda t: _environment(t).update(BROKER_DOMAIN_OWNER=OTHER_ACCOUNT),
+        function_environment_comes_from_the_nested_stacks,
+    ),
+    (
+        "function reads rules from a file too",
+        lambda t: _environment(t).update(BROKER_RULES_FILE="/var/task/rules.yaml"),
+        function_environment_comes_from_the_nested_stacks,
+    ),
+    (
+        "an output the Iam stack lacks",
+        lambda t: _environment(t).update(BROKER_ROLE_ARN={OUTPUT: ["Iam", "Outputs.RoleArn"]}),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "a conditional output read",
+        lambda t: t["Outputs"].update(
+            ReaderPolicyArn={"Value": {"Fn::Sub": "${Iam.Outputs.ReaderPolicyArn}"}}
+        ),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "a parameter the Iam stack lacks",
+        lambda t: _props(t, "Iam")["Parameters"].update(Owner={"Ref": "AWS::AccountId"}),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "BrokerRoleArn not passed",
+        lambda t: _props(t, "Iam")["Parameters"].pop("BrokerRoleArn"),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "a root default the nested stack refuses",
+        lambda t: t["Parameters"]["RepositoryName"].update(Default="-internal"),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "a list passed to a String parameter",
+        lambda t: _props(t, "Iam")["Parameters"].update(
+            DomainName={"Fn::Join": [",", {"Ref": "InternalPrefixes"}]}
+        ),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "nested template missing",
+        lambda t: _props(t, "Iam").update(Location="infra/missing.yaml"),
+        nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "issuer role output is the function role",
+        lambda t: t["Outputs"]["TokenIssuerRoleArn"].update(
+            Value={OUTPUT: ["BrokerFunctionRole", "Arn"]}
+        ),
+        outputs_are_what_operators_need,
+    ),
+    (
+        "admin policy output dropped",
+        lambda t: t["Outputs"].pop("AdminPolicyArn"),
+        outputs_are_what_operators_need,
+    ),
+    (
+        "repository output is the store",
+        lambda t: t["Outputs"]["PrivateRepositoryName"].update(
+            Value={OUTPUT: ["CodeArtifact", "Outputs.StoreRepositoryName"]}
+        ),
+        outputs_are_what_operators_need,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check"),
+    [pytest.param(mutate, check, id=name) for name, mutate, check in MUTATIONS],
+)
+def test_each_check_catches_the_mutation_it_guards_against(
+    mutate: Callable[[Template], None], check: Check
+) -> None:
+    mutated = load(TEMPLATE)
+    mutate(mutated)
+    assert check(mutated) != []
+
+
+def test_every_check_has_a_mutation() -> None:
+    assert {check for _, _, check in MUTATIONS} == set(CHECKS)
+
+
+def test_mutation_names_are_unique() -> None:
+    names = [name for name, _, _ in MUTATIONS]
+    assert len(names) == len(set(names))
 
 
 # --- BrokerFunction -------------------------------------------------------------------------------
@@ -412,25 +704,15 @@ def test_function_is_built_by_the_makefile_for_its_runtime(template: dict[str, A
 
 
 @pytest.mark.parametrize(
-    ("variable", "overrides", "expected"),
+    ("variable", "expected"),
     [
-        pytest.param("BROKER_RULES_PARAMETER", {}, "/cabroker/cabroker/rules", id="rules"),
-        pytest.param("BROKER_ROLE_ARN", {}, "<TokenIssuerRole.Arn>", id="role"),
-        pytest.param("BROKER_DOMAIN", {}, "acme", id="domain"),
-        pytest.param("BROKER_DOMAIN", {"DomainName": "corp"}, "corp", id="domain-given"),
-        pytest.param("BROKER_DOMAIN_OWNER", {}, ACCOUNT, id="owner-defaults-to-account"),
-        pytest.param(
-            "BROKER_DOMAIN_OWNER", {"DomainOwner": OTHER_ACCOUNT}, OTHER_ACCOUNT, id="owner-given"
-        ),
-        pytest.param("POWERTOOLS_SERVICE_NAME", {}, "cabroker", id="service-name"),
-        pytest.param("POWERTOOLS_METRICS_NAMESPACE", {}, "CodeArtifactBroker", id="metrics"),
+        pytest.param("POWERTOOLS_SERVICE_NAME", "cabroker", id="service-name"),
+        pytest.param("POWERTOOLS_METRICS_NAMESPACE", "CodeArtifactBroker", id="metrics"),
+        pytest.param("POWERTOOLS_LOG_LEVEL", "INFO", id="log-level"),
     ],
 )
-def test_function_environment(
-    template: dict[str, Any], variable: str, overrides: dict[str, str], expected: str
-) -> None:
-    environment = function_environment(template)
-    assert Stack(template, overrides).resolve(environment[variable]) == expected
+def test_function_environment(stack: Stack, variable: str, expected: str) -> None:
+    assert stack.resolve(function_environment(stack.template)[variable]) == expected
 
 
 @pytest.mark.parametrize(
@@ -548,15 +830,20 @@ def test_log_groups_are_named_and_expire(stack: Stack, log_group: str, name: str
     assert stack.resolve(props["RetentionInDays"]) == "90"
 
 
-# --- parameters and outputs -----------------------------------------------------------------------
+# --- parameters ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("parameter", "default"),
     [
         pytest.param("DomainName", "acme", id="domain"),
-        pytest.param("DomainOwner", "", id="owner-empty-means-this-account"),
         pytest.param("RepositoryName", "internal", id="repository"),
+        pytest.param("EncryptionKeyArn", "", id="aws-managed-key"),
+        pytest.param("InternalPrefixes", "acme", id="internal-prefixes"),
+        pytest.param("ReaderAccounts", "", id="no-reader-accounts"),
+        pytest.param("PublisherAccounts", "", id="no-publisher-accounts"),
+        pytest.param("CreateReaderPolicy", "false", id="no-reader-policy"),
+        pytest.param("CreatePublisherPolicy", "false", id="no-publisher-policy"),
         pytest.param("RulesParameterTier", "Standard", id="tier"),
         pytest.param("ThrottlingRateLimit", "20", id="rate"),
         pytest.param("ThrottlingBurstLimit", "40", id="burst"),
@@ -568,16 +855,12 @@ def test_parameter_default(stack: Stack, parameter: str, default: str) -> None:
     assert stack.parameter(parameter) == default
 
 
-@pytest.mark.parametrize(
-    ("output", "expected"),
-    [
-        pytest.param(
-            "BrokerUrl", "https://<BrokerApi>.execute-api.us-east-1.amazonaws.com", id="url"
-        ),
-        pytest.param("TokenIssuerRoleArn", "<TokenIssuerRole.Arn>", id="issuer-role"),
-        pytest.param("BrokerFunctionRoleArn", "<BrokerFunctionRole.Arn>", id="function-role"),
-        pytest.param("RulesParameterName", "/cabroker/cabroker/rules", id="rules-parameter"),
-    ],
-)
-def test_output(stack: Stack, output: str, expected: str) -> None:
-    assert stack.resolve(stack.template["Outputs"][output]["Value"]) == expected
+def test_domain_owner_is_not_a_parameter(template: dict[str, Any]) -> None:
+    """The root stack creates the domain, so its owner is the stack's account."""
+    assert "DomainOwner" not in template["Parameters"]
+
+
+def test_sample_values_are_valid_root_parameters(template: dict[str, Any]) -> None:
+    Stack(template, GIVEN)  # raises if CloudFormation would refuse a value
+    with pytest.raises(ValueError, match="RepositoryName"):
+        Stack(template, {**GIVEN, "RepositoryName": "-internal"})
