@@ -162,7 +162,17 @@ def shared_principals_are_the_named_accounts(t: Template) -> list[str]:
     return problems
 
 
+def published_packages_survive_the_stack(t: Template) -> list[str]:
+    return [
+        f"{name} would be deleted with the stack or on replacement"
+        for name in ("Domain", "PrivateRepository")
+        if t["Resources"][name].get("DeletionPolicy") != "Retain"
+        or t["Resources"][name].get("UpdateReplacePolicy") != "Retain"
+    ]
+
+
 CHECKS: list[Callable[[Template], list[str]]] = [
+    published_packages_survive_the_stack,
     external_connection_only_on_the_store,
     private_upstream_is_the_store,
     every_prefix_is_guarded,
@@ -196,6 +206,16 @@ def _share_policy_statement(t: Template, resource: str, index: int) -> dict[str,
 
 
 MUTATIONS: list[tuple[str, Callable[[Template], None], Callable[[Template], list[str]]]] = [
+    (
+        "private repository deleted with the stack",
+        lambda t: t["Resources"]["PrivateRepository"].pop("DeletionPolicy"),
+        published_packages_survive_the_stack,
+    ),
+    (
+        "domain replaced without keeping the old one",
+        lambda t: t["Resources"]["Domain"].pop("UpdateReplacePolicy"),
+        published_packages_survive_the_stack,
+    ),
     (
         "external connection on the private repository",
         lambda t: _resource_props(t, "PrivateRepository").update(
