@@ -13,16 +13,21 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.infra import cfn_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
 Template = dict[str, Any]
+# A security check returns its violations; a mutation breaks exactly the property it guards.
+Check = Callable[[Template], list[str]]
+Mutation = tuple[str, Callable[[Template], None], Check]
 
 ACCOUNT = "111122223333"
 OTHER_ACCOUNT = "444455556666"
@@ -255,3 +260,12 @@ def allowed(stack: Stack, documents: list[dict[str, Any]]) -> set[tuple[str, str
             for resource in as_list(statement.get("Resource", [])):
                 pairs.add((str(action), str(stack.resolve(resource))))
     return pairs
+
+
+def mutation_params(mutations: Sequence[Mutation]) -> list[Any]:
+    """One pytest case per mutation, named by it; a repeated name is an error at collection."""
+    names = [name for name, _, _ in mutations]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"mutation names are not unique: {repeated}")
+    return [pytest.param(mutate, check, id=name) for name, mutate, check in mutations]

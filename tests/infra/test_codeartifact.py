@@ -14,10 +14,9 @@ import pytest
 
 from infra.package_groups import pattern_error
 from tests.infra import cfn_yaml
-from tests.infra.cfn_eval import Stack
+from tests.infra.cfn_eval import Check, Mutation, Stack, Template, mutation_params
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "codeartifact.yaml"
-Template = dict[str, Any]
 
 
 def load() -> Template:
@@ -171,7 +170,7 @@ def published_packages_survive_the_stack(t: Template) -> list[str]:
     ]
 
 
-CHECKS: list[Callable[[Template], list[str]]] = [
+CHECKS: list[Check] = [
     published_packages_survive_the_stack,
     external_connection_only_on_the_store,
     private_upstream_is_the_store,
@@ -182,7 +181,7 @@ CHECKS: list[Callable[[Template], list[str]]] = [
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_the_template_has_the_property(check: Callable[[Template], list[str]]) -> None:
+def test_the_template_has_the_property(check: Check) -> None:
     assert check(load()) == []
 
 
@@ -205,7 +204,7 @@ def _share_policy_statement(t: Template, resource: str, index: int) -> dict[str,
     return statement
 
 
-MUTATIONS: list[tuple[str, Callable[[Template], None], Callable[[Template], list[str]]]] = [
+MUTATIONS: list[Mutation] = [
     (
         "private repository deleted with the stack",
         lambda t: t["Resources"]["PrivateRepository"].pop("DeletionPolicy"),
@@ -306,12 +305,9 @@ MUTATIONS: list[tuple[str, Callable[[Template], None], Callable[[Template], list
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "check"),
-    [pytest.param(mutate, check, id=name) for name, mutate, check in MUTATIONS],
-)
+@pytest.mark.parametrize(("mutate", "check"), mutation_params(MUTATIONS))
 def test_each_check_catches_the_mutation_it_guards_against(
-    mutate: Callable[[Template], None], check: Callable[[Template], list[str]]
+    mutate: Callable[[Template], None], check: Check
 ) -> None:
     template = load()
     mutate(template)

@@ -24,6 +24,8 @@ from tests.infra.cfn_eval import (
     OTHER_ACCOUNT,
     REGION,
     ROOT,
+    Check,
+    Mutation,
     Stack,
     Template,
     all_policy_documents,
@@ -31,6 +33,7 @@ from tests.infra.cfn_eval import (
     as_list,
     attached_policy_documents,
     load,
+    mutation_params,
     parameter_error,
     role_policy_documents,
     statements,
@@ -54,7 +57,6 @@ WRITE_ACTIONS = {
     "codeartifact:DeletePackage",
 }
 BOTH_POLICIES = {"CreateReaderPolicy": "true", "CreatePublisherPolicy": "true"}
-Check = Callable[[Template], list[str]]
 
 
 @dataclass(frozen=True)
@@ -456,7 +458,7 @@ def _rename(statement: dict[str, Any], old: str, new: str) -> None:
 
 ARN = "arn:${AWS::Partition}:codeartifact:${AWS::Region}:${Owner}"
 
-MUTATIONS: list[tuple[str, Callable[[Template], None], Check]] = [
+MUTATIONS: list[Mutation] = [
     (
         "the account root is trusted too",
         lambda t: _props(t, "TokenIssuerRole")["AssumeRolePolicyDocument"]["Statement"].append(
@@ -717,10 +719,7 @@ MUTATIONS: list[tuple[str, Callable[[Template], None], Check]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "check"),
-    [pytest.param(mutate, check, id=name) for name, mutate, check in MUTATIONS],
-)
+@pytest.mark.parametrize(("mutate", "check"), mutation_params(MUTATIONS))
 def test_each_check_catches_the_mutation_it_guards_against(
     mutate: Callable[[Template], None], check: Check
 ) -> None:
@@ -731,8 +730,3 @@ def test_each_check_catches_the_mutation_it_guards_against(
 
 def test_every_check_has_a_mutation() -> None:
     assert {check for _, _, check in MUTATIONS} == set(CHECKS)
-
-
-def test_mutation_names_are_unique() -> None:
-    names = [name for name, _, _ in MUTATIONS]
-    assert len(names) == len(set(names))

@@ -32,12 +32,15 @@ from tests.infra.cfn_eval import (
     ACCOUNT,
     OTHER_ACCOUNT,
     ROOT,
+    Check,
+    Mutation,
     Stack,
     Template,
     all_policy_documents,
     allowed,
     as_list,
     load,
+    mutation_params,
     parameter_error,
     properties,
     resources_of_type,
@@ -63,7 +66,6 @@ GIVEN = {
     "CreatePublisherPolicy": "false",
 }
 SAMPLES: dict[str, dict[str, str]] = {"defaults": {}, "given": GIVEN}
-Check = Callable[[Template], list[str]]
 
 
 # --- helpers over the template --------------------------------------------------------------------
@@ -425,7 +427,7 @@ def _add_resource(t: Template, name: str, resource: dict[str, Any]) -> None:
 OUTPUT = "Fn::GetAtt"
 S3_READ = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
 
-MUTATIONS: list[tuple[str, Callable[[Template], None], Check]] = [
+MUTATIONS: list[Mutation] = [
     (
         "the account may assume the broker role",
         lambda t: _props(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"]["Statement"][0][
@@ -648,10 +650,7 @@ MUTATIONS: list[tuple[str, Callable[[Template], None], Check]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "check"),
-    [pytest.param(mutate, check, id=name) for name, mutate, check in MUTATIONS],
-)
+@pytest.mark.parametrize(("mutate", "check"), mutation_params(MUTATIONS))
 def test_each_check_catches_the_mutation_it_guards_against(
     mutate: Callable[[Template], None], check: Check
 ) -> None:
@@ -662,11 +661,6 @@ def test_each_check_catches_the_mutation_it_guards_against(
 
 def test_every_check_has_a_mutation() -> None:
     assert {check for _, _, check in MUTATIONS} == set(CHECKS)
-
-
-def test_mutation_names_are_unique() -> None:
-    names = [name for name, _, _ in MUTATIONS]
-    assert len(names) == len(set(names))
 
 
 # --- BrokerFunction -------------------------------------------------------------------------------
