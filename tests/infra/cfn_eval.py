@@ -1,18 +1,15 @@
-"""A small evaluator of CloudFormation intrinsic functions, and helpers over IAM policies.
+"""Templates evaluated for sample parameter values, and helpers over IAM policies.
 
-Tests of template.yaml and infra/iam.yaml evaluate a template for sample parameter values
-(validated against the parameters' constraints, as CloudFormation would) so that ARNs are
-compared as the strings CloudFormation would produce.  What only exists once deployed stays
-symbolic: ``Ref`` to a resource is ``<Name>`` (an SSM parameter is its ``Name``, as in
-CloudFormation) and ``Fn::GetAtt`` is ``<Name.Attribute>``, so a nested stack's output reads
-``<Iam.Outputs.TokenIssuerRoleArn>``.
+Tests of template.yaml and infra/*.yaml evaluate a template with :mod:`devstack.cfn` (the same
+evaluator the devstack deploys with) for sample parameter values, validated against the
+parameters' constraints as CloudFormation would, so that ARNs are compared as the strings
+CloudFormation would produce.  Resources stay symbolic (``<Name>``, ``<Name.Attribute>``).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.infra import cfn_yaml
+from devstack import cfn, cfn_yaml
+from devstack.cfn import NO_VALUE, parameter_error  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,17 +38,6 @@ PSEUDO_PARAMETERS = {
     "AWS::URLSuffix": "amazonaws.com",
 }
 POLICY_RESOURCE_TYPES = ("AWS::IAM::Policy", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy")
-SUB_VARIABLE = re.compile(r"\$\{(!?)([^}]*)\}")
-
-
-class _NoValue:
-    """``Ref AWS::NoValue``: dropped from the list or mapping that holds it."""
-
-    def __repr__(self) -> str:
-        return "AWS::NoValue"
-
-
-NO_VALUE = _NoValue()
 
 
 @functools.cache
@@ -63,141 +50,11 @@ def load(path: Path) -> Template:
     return copy.deepcopy(_load(path))
 
 
-def parameter_error(declaration: Mapping[str, Any], value: str) -> str | None:
-    """Why CloudFormation would refuse ``value`` for a parameter so declared, or None."""
-    if declaration.get("Type") == "CommaDelimitedList":
-        return None
-    allowed = declaration.get("AllowedValues")
-    if allowed is not None and value not in [str(v) for v in allowed]:
-        return f"{value!r} is not one of {allowed}"
-    pattern = declaration.get("AllowedPattern")
-    if pattern is not None and not re.fullmatch(pattern, value):
-        return f"{value!r} does not match {pattern}"
-    if len(value) < int(declaration.get("MinLength", 0)):
-        return f"{value!r} is shorter than {declaration['MinLength']}"
-    if "MaxLength" in declaration and len(value) > int(declaration["MaxLength"]):
-        return f"{value!r} is longer than {declaration['MaxLength']}"
-    if "MinValue" in declaration and float(value) < float(declaration["MinValue"]):
-        return f"{value!r} is below {declaration['MinValue']}"
-    return None
-
-
 @dataclass(frozen=True)
-class Stack:
-    """The template with parameter values: evaluates intrinsics to strings (see module doc)."""
+class Stack(cfn.Stack):
+    """:class:`devstack.cfn.Stack` in the tests' sample account and region."""
 
-    template: Mapping[str, Any]
-    overrides: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        declared = self.template.get("Parameters", {})
-        for name, value in self.overrides.items():
-            if name not in declared:
-                raise ValueError(f"{name} is not a parameter of the template")
-            reason = parameter_error(declared[name], value)
-            if reason:
-                raise ValueError(f"{name}: {reason}")
-
-    def parameter(self, name: str) -> str:
-        if name in PSEUDO_PARAMETERS:
-            return PSEUDO_PARAMETERS[name]
-        if name in self.overrides:
-            return self.overrides[name]
-        declaration = self.template["Parameters"][name]
-        if "Default" not in declaration:
-            raise ValueError(f"{name} has no default: give it a value")
-        return str(declaration["Default"])
-
-    def ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return NO_VALUE
-        parameters = self.template.get("Parameters", {})
-        if name in parameters and parameters[name].get("Type") == "CommaDelimitedList":
-            return self.parameter(name).split(",")
-        if name in PSEUDO_PARAMETERS or name in parameters:
-            return self.parameter(name)
-        resource = self.template["Resources"][name]
-        if resource["Type"] == "AWS::SSM::Parameter" and "Name" in resource["Properties"]:
-            return str(self.resolve(resource["Properties"]["Name"]))
-        return f"<{name}>"
-
-    def condition(self, name: str) -> bool:
-        return bool(self.resolve(self.template["Conditions"][name]))
-
-    def exists(self, section: str, name: str) -> bool:
-        """Whether resource or output ``name`` is created (its Condition, if any, holds)."""
-        entry = self.template.get(section, {}).get(name)
-        if entry is None:
-            return False
-        condition = entry.get("Condition")
-        return condition is None or self.condition(condition)
-
-    def resources(self) -> dict[str, Any]:
-        """The resources created for these parameter values."""
-        return {
-            name: resource
-            for name, resource in self.template["Resources"].items()
-            if self.exists("Resources", name)
-        }
-
-    def sub(self, text: str, variables: Mapping[str, Any]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            literal, name = match.groups()
-            if literal:
-                return "${" + name + "}"
-            if name in variables:
-                return str(self.resolve(variables[name]))
-            if "." in name and not name.startswith("AWS::"):
-                return f"<{name}>"
-            return str(self.ref(name))
-
-        return SUB_VARIABLE.sub(replace, text)
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            items = [self.resolve(item) for item in value]
-            return [item for item in items if item is not NO_VALUE]
-        if not isinstance(value, dict):
-            return value
-        if len(value) != 1:
-            resolved = {key: self.resolve(item) for key, item in value.items()}
-            return {key: item for key, item in resolved.items() if item is not NO_VALUE}
-        ((key, arg),) = value.items()
-        match key:
-            case "Ref":
-                return self.ref(arg)
-            case "Fn::GetAtt":
-                return f"<{arg[0]}.{arg[1]}>"
-            case "Fn::Sub":
-                text, variables = (arg, {}) if isinstance(arg, str) else arg
-                return self.sub(text, variables)
-            case "Fn::If":
-                name, when_true, when_false = arg
-                return self.resolve(when_true if self.condition(name) else when_false)
-            case "Fn::Equals":
-                left, right = (str(self.resolve(item)) for item in arg)
-                return left == right
-            case "Fn::Not":
-                return not self.resolve(arg[0])
-            case "Fn::And":
-                return all(self.resolve(item) for item in arg)
-            case "Fn::Or":
-                return any(self.resolve(item) for item in arg)
-            case "Condition":
-                return self.condition(arg)
-            case "Fn::Join":
-                separator, items = arg
-                return separator.join(str(item) for item in self.resolve(items))
-            case "Fn::Split":
-                separator, text = arg
-                return str(self.resolve(text)).split(separator)
-            case "Fn::Select":
-                index, items = arg
-                return self.resolve(items)[int(self.resolve(index))]
-        if key.startswith("Fn::"):
-            raise NotImplementedError(f"the test evaluator does not know {key}")
-        resolved = self.resolve(arg)
-        return {} if resolved is NO_VALUE else {key: resolved}
+    pseudo: Mapping[str, str] = field(default_factory=lambda: dict(PSEUDO_PARAMETERS))
 
 
 # --- helpers over templates and policies ----------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devstack import cfn_yaml
 from infra.package_groups import pattern_error
-from tests.infra import cfn_yaml
 from tests.infra.cfn_eval import Check, Mutation, Stack, Template, mutation_params
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "codeartifact.yaml"

@@ -22,7 +22,7 @@ from moto.iam.access_control import IAMPolicy, PermissionResult
 
 from broker.grants import ResolvedGrant
 from broker.scope import Domain, session_policy
-from tests.infra import cfn_yaml
+from devstack import cfn_yaml
 from tests.infra.cfn_eval import PSEUDO_PARAMETERS as PSEUDO
 from tests.infra.cfn_eval import Stack
 

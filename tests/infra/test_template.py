@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from broker import rules
-from tests.infra import cfn_yaml
+from devstack import cfn_yaml
 from tests.infra.cfn_eval import (
     ACCOUNT,
     OTHER_ACCOUNT,

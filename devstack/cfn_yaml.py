@@ -2,7 +2,7 @@
 
 ``!Ref X`` becomes ``{"Ref": "X"}``, ``!GetAtt A.B`` becomes ``{"Fn::GetAtt": ["A", "B"]}``,
 ``!Condition C`` becomes ``{"Condition": "C"}`` and every other ``!Name arg`` becomes
-``{"Fn::Name": arg}`` - the JSON form CloudFormation itself uses - so tests can inspect a
+``{"Fn::Name": arg}`` - the JSON form CloudFormation itself uses - so tests and the devstack read a
 template as plain data.  Duplicate keys are an error (CloudFormation refuses them too) and so is
 any tag not listed here.
 """

@@ -1,0 +1,1 @@
+"""The whole product on one machine, without AWS: see devstack/README.md."""
