@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from devstack import cfn, cfn_yaml
-from devstack.cfn import NO_VALUE, parameter_error  # noqa: F401 - re-exported for the tests
+from devstack.cfn import NO_VALUE as NO_VALUE
+from devstack.cfn import parameter_error as parameter_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
