@@ -100,10 +100,10 @@ class Stack:
 
     def get_att(self, name: str, attribute: str) -> Any:
         if name in self.deployed:
-            attributes = self.deployed[name].attributes
-            if attribute not in attributes:
-                raise KeyError(f"{name} has no attribute {attribute}")
-            return attributes[attribute]
+            try:
+                return self.deployed[name].attributes[attribute]
+            except KeyError:
+                raise KeyError(f"{name} has no attribute {attribute}") from None
         return f"<{name}.{attribute}>"
 
     def condition(self, name: str) -> bool:

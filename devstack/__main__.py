@@ -1,0 +1,141 @@
+"""``python -m devstack run|demo``: the whole product on this machine (``make run``, ``make demo``).
+
+run   start everything in the foreground, write the state file, print commands to try;
+      Ctrl-C or SIGTERM stops it cleanly and removes the state file.
+demo  start everything, tell the product's story with the real pip, twine and uv, stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from devstack.stack import Devstack, Options
+
+
+def _options(args: argparse.Namespace, **overrides: Any) -> Options:
+    options = Options(port_base=args.port_base, instances=args.instances)
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    return options
+
+
+def instructions(state: dict[str, Any]) -> str:
+    """Copy-paste commands for the running devstack (POSIX shell, python3 for JSON)."""
+    github = state["issuers"]["github"]["mint_url"]
+    corp = state["issuers"]["corp"]["mint_url"]
+    broker = state["broker_url"]
+    ci_claims = (
+        '{"sub":"repo:acme/app:ref:refs/heads/main","repository":"acme/app",'
+        '"repository_owner":"acme","ref":"refs/heads/main"}'
+    )
+    engineer = '{"sub":"alice","groups":["engineering"]}'
+    field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
+    host = state["aws_endpoint_url"].split("//", 1)[1]
+    index = f"{host}/pypi/{state['repositories']['private']}/simple/"
+    return f"""
+The devstack is running (state: see DEVSTACK_STATE or .devstack/state.json).
+  broker          {broker}
+  AWS endpoint    {state["aws_endpoint_url"]}   (STS, IAM, SSM, CodeArtifact)
+  identity (IdP)  {state["issuers"]["github"]["url"].rsplit("/", 1)[0]}/{{github,corp}}
+  public index    {state["public_index_url"]}
+
+Try it (another terminal):
+
+  # An ID token, as GitHub Actions gets one for acme/app on main; then a publish token:
+  ID_TOKEN=$(curl -s -X POST {github} -d {shlex.quote(ci_claims)} | {field} id_token)
+  curl -s -X POST {broker}/v1/token -H "Authorization: Bearer $ID_TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"access":"publish"}}'
+
+  # An engineer's ID token, a read token, and pip install through it:
+  ID_TOKEN=$(curl -s -X POST {corp} -d {shlex.quote(engineer)} | {field} id_token)
+  TOKEN=$(curl -s -X POST {broker}/v1/token -H "Authorization: Bearer $ID_TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"access":"read"}}' | {field} token)
+  pip install --index-url "http://aws:$TOKEN@{index}" tinyjson
+
+  # What may this identity ask for?
+  curl -s {broker}/v1/grants -H "Authorization: Bearer $ID_TOKEN"
+
+Edit devstack/rules.yaml and save: the broker uses the new rules within seconds.
+Ctrl-C stops everything.
+"""
+
+
+def run(args: argparse.Namespace) -> int:
+    stack = Devstack(_options(args))
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        started = time.monotonic()
+        state = stack.start()
+        if sys.stdin.isatty():
+            stack.approve_from_console(sys.stdin, sys.stdout)
+        print(instructions(state))
+        print(f"(started in {time.monotonic() - started:.1f} s)", flush=True)
+        stopping.wait()
+    finally:
+        print("\nstopping…", flush=True)
+        stack.stop()
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from devstack.demo import run_story
+    from devstack.tools import Devstack as Running
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="cabroker-devstack-") as work:
+        options = _options(
+            args,
+            state_file=Path(work) / "state.json",
+            work_dir=Path(work),
+            broker_log=Path(work) / "broker.log",
+            watch_rules=False,
+        )
+        stack = Devstack(options)
+        try:
+            state = stack.start()
+            print(
+                f"devstack up in {time.monotonic() - started:.1f} s: broker {state['broker_url']}"
+            )
+            passed = run_story(Running(state), lambda line: print(line, flush=True))
+        finally:
+            stack.stop()
+    print(f"demo finished in {time.monotonic() - started:.1f} s (devstack stopped)")
+    return 0 if passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["run", "demo"])
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=0,
+        help="fixed ports: broker, AWS, IdP, public index = N..N+3 (default: free ports)",
+    )
+    parser.add_argument("--instances", type=int, default=2, help="warm broker instances")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("devstack.gateway").setLevel(
+        logging.INFO if args.command == "run" else logging.WARNING
+    )
+    return run(args) if args.command == "run" else demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

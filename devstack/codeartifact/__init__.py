@@ -1,0 +1,1 @@
+"""A CodeArtifact stand-in (a test double): control plane, PyPI data plane, access checks."""

@@ -1,0 +1,307 @@
+"""The devstack: every component started, provisioned from the templates, and described in
+the state file (design.md section 7), then stopped cleanly.
+
+Start order: the local "public" index, the identity provider, the AWS stand-in (moto and the
+CodeArtifact stand-in), provisioning of ``template.yaml`` and its nested stacks, the broker's
+warm instances, the gateway.  The state file is written last, once everything answers, and
+removed on stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any, TextIO
+
+import boto3
+
+from devstack.device import ConsoleApprover
+from devstack.idp import IdentityProvider
+from devstack.public import PublicIndex, build_public_index
+
+if TYPE_CHECKING:
+    from devstack.aws import AwsStandIn
+    from devstack.gateway import Gateway, Pool
+    from devstack.provision import Deployment
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = ROOT / "functions"
+REGION = "us-east-1"
+STACK_NAME = "cabroker"
+RULES_FILE = Path(__file__).with_name("rules.yaml")
+# The people who can log in interactively at the corp issuer (device flow), and their claims.
+CORP_USERS: dict[str, dict[str, Any]] = {
+    "alice": {"email": "alice@acme.example", "groups": ["engineering"]},
+    "mallory": {"email": "mallory@contractor.example", "groups": ["contractors"]},
+}
+log = logging.getLogger("devstack")
+
+
+@dataclass
+class Options:
+    """How to run the devstack; every field has a sane default for ``make run``."""
+
+    state_file: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("DEVSTACK_STATE") or ROOT / ".devstack" / "state.json"
+        )
+    )
+    work_dir: Path = field(default_factory=lambda: ROOT / ".devstack")
+    rules_file: Path = RULES_FILE
+    port_base: int = 0  # 0: ephemeral ports; else broker, aws, idp, public = base .. base+3
+    instances: int = 2  # warm Lambda instances of the broker
+    rules_cache_seconds: int = 5  # how soon the broker sees rule edits (SSM cache)
+    broker_log: Path | None = None  # the broker's log lines; None: this process's stdout
+    device_interval: int = 5
+    watch_rules: bool = True
+
+
+def expand_rules(path: Path, idp_url: str) -> str:
+    """The rules document with ``${idp}`` filled in; any other ``$`` placeholder is an error."""
+    try:
+        return Template(path.read_text(encoding="utf-8")).substitute(idp=idp_url)
+    except (KeyError, ValueError) as error:
+        raise SystemExit(f"{path}: only ${{idp}} may be used as a placeholder ({error})") from None
+
+
+def check_rules(text: str, path: Path) -> None:
+    """Refuse to start with rules the broker would refuse (its own loader says why)."""
+    sys.path.insert(0, str(FUNCTIONS))
+    from broker.rules import RulesError, parse
+
+    try:
+        parse(text)
+    except RulesError as error:
+        raise SystemExit(f"{path}: {error}") from None
+
+
+class Devstack:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.public: PublicIndex | None = None
+        self.idp: IdentityProvider | None = None
+        self.aws: AwsStandIn | None = None
+        self.pool: Pool | None = None
+        self.gateway: Gateway | None = None
+        self.deployment: Deployment | None = None
+        self.state: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._approver: ConsoleApprover | None = None
+
+    def _port(self, offset: int) -> int:
+        return self.options.port_base + offset if self.options.port_base else 0
+
+    def start(self) -> dict[str, Any]:
+        from devstack.aws import ACCOUNT, AwsStandIn
+
+        work = self.options.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        public_dir = work / "public"
+        public_dir.mkdir(exist_ok=True)
+        build_public_index(public_dir)
+        self.public = PublicIndex(public_dir)
+        self.public.start(port=self._port(3))
+
+        self.idp = IdentityProvider(
+            port=self._port(2), device_interval=self.options.device_interval
+        )
+        rules_text = expand_rules(self.options.rules_file, self.idp.base_url)
+        check_rules(rules_text, self.options.rules_file)
+        issuers = _issuers(rules_text)
+        for name, issuer in issuers.items():
+            users = CORP_USERS if issuer.get("client_id") else None
+            self.idp.add(name, issuer["audience"], client_id=issuer.get("client_id"), users=users)
+        self.idp.start()
+
+        self.aws = AwsStandIn(REGION, self.public.simple_url, port=self._port(1))
+        self.aws.start()
+        # moto loads AWS managed policies (the template attaches two) only when asked, as its
+        # IAM backend is made; asked for the provisioning only, not for the whole process.
+        with _environment(MOTO_IAM_LOAD_MANAGED_POLICIES="true"):
+            self.deployment = self._provision(rules_text)
+        self._start_broker(ACCOUNT)
+        assert self.gateway is not None  # noqa: S101 - set by _start_broker
+        outputs = self.deployment.outputs
+        self.state = {
+            "broker_url": self.gateway.url,
+            "aws_endpoint_url": self.aws.url,
+            "region": REGION,
+            "domain": outputs["DomainName"],
+            "domain_owner": ACCOUNT,
+            "repositories": {"private": outputs["PrivateRepositoryName"], "store": "pypi-store"},
+            "public_index_url": self.public.simple_url,
+            "issuers": {
+                name: {
+                    "url": f"{self.idp.base_url}/{name}",
+                    "audience": issuer["audience"],
+                    "mint_url": f"{self.idp.base_url}/{name}/mint",
+                    **({"client_id": issuer["client_id"]} if issuer.get("client_id") else {}),
+                }
+                for name, issuer in issuers.items()
+            },
+            "rules_parameter": outputs["RulesParameterName"],
+            "token_issuer_role_arn": outputs["TokenIssuerRoleArn"],
+            "pid": os.getpid(),
+        }
+        self._write_state()
+        if self.options.watch_rules:
+            threading.Thread(target=self._watch_rules, name="rules-watch", daemon=True).start()
+        return self.state
+
+    def _provision(self, rules_text: str) -> Deployment:
+        from devstack.aws import ACCOUNT
+        from devstack.provision import Clients, Provisioner
+
+        assert self.aws is not None  # noqa: S101
+        pseudo = {
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::Region": REGION,
+            "AWS::StackName": STACK_NAME,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        provisioner = Provisioner(Clients.for_endpoint(self.aws.url, REGION), pseudo, ROOT)
+        # Tracing=PassThrough: there is no X-Ray daemon here (and Tracer costs ~130 ms).
+        return provisioner.deploy(
+            ROOT / "template.yaml", {"RulesDocument": rules_text, "Tracing": "PassThrough"}
+        )
+
+    def _start_broker(self, account: str) -> None:
+        from devstack.gateway import FunctionSpec, Gateway, Pool, TokenBucket
+
+        if self.aws is None or self.deployment is None:
+            raise RuntimeError("provision before starting the broker")
+        function = self.deployment.functions["BrokerFunction"]
+        api = self.deployment.apis["BrokerApi"]
+        sts = boto3.client(
+            "sts",
+            endpoint_url=self.aws.url,
+            region_name=REGION,
+            aws_access_key_id="devstack-admin",
+            aws_secret_access_key="devstack-admin",  # noqa: S106 - the stand-in's root
+        )
+        credentials = sts.assume_role(
+            RoleArn=function.role_arn, RoleSessionName="BrokerFunction", DurationSeconds=3600
+        )["Credentials"]
+        environment = {
+            **function.environment,
+            "AWS_ENDPOINT_URL": self.aws.url,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+            "AWS_LAMBDA_FUNCTION_NAME": "BrokerFunction",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+            "BROKER_RULES_CACHE_SECONDS": str(self.options.rules_cache_seconds),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        log_path = str(self.options.broker_log) if self.options.broker_log else None
+        spec = FunctionSpec(
+            name="BrokerFunction",
+            handler=function.handler,
+            code_dir=str(FUNCTIONS),
+            environment=environment,
+            timeout=function.timeout,
+            memory=function.memory,
+            region=REGION,
+            account=account,
+            log_path=log_path,
+        )
+        self.pool = Pool(spec, self.options.instances)
+        self.gateway = Gateway(
+            self.pool,
+            TokenBucket(api.rate_limit, api.burst_limit),
+            self.deployment.routes,
+            port=self._port(0),
+        )
+        self.gateway.start()
+
+    def approve_from_console(self, stdin: TextIO, stdout: TextIO) -> None:
+        """Ask at this terminal to approve each interactive (device) login at the IdP."""
+        if self.idp is None:
+            raise RuntimeError("the devstack is not running")
+        self._approver = ConsoleApprover(self.idp, stdin, stdout)
+        self._approver.start()
+
+    def _write_state(self) -> None:
+        path = self.options.state_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(path)
+
+    def update_rules(self) -> None:
+        """Write the rules file into the broker's SSM parameter (as a deploy would)."""
+        if self.aws is None or self.idp is None:
+            raise RuntimeError("the devstack is not running")
+        text = expand_rules(self.options.rules_file, self.idp.base_url)
+        check_rules(text, self.options.rules_file)
+        ssm = boto3.client(
+            "ssm",
+            endpoint_url=self.aws.url,
+            region_name=REGION,
+            aws_access_key_id="devstack-admin",
+            aws_secret_access_key="devstack-admin",  # noqa: S106 - the stand-in's root
+        )
+        ssm.put_parameter(
+            Name=self.state["rules_parameter"], Value=text, Type="String", Overwrite=True
+        )
+
+    def _watch_rules(self) -> None:
+        path = self.options.rules_file
+        last = path.stat().st_mtime
+        while not self._stop.wait(1.0):
+            try:
+                mtime = path.stat().st_mtime
+                if mtime != last:
+                    last = mtime
+                    self.update_rules()
+                    log.info("rules updated from %s", path)
+            except (OSError, SystemExit) as error:
+                log.error("rules not updated: %s", error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._approver is not None:
+            self._approver.stop()
+        for component in (self.gateway, self.pool, self.aws, self.idp, self.public):
+            if component is not None:
+                try:
+                    component.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(component).__name__)
+        if self.state:
+            self.options.state_file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _issuers(rules_text: str) -> dict[str, dict[str, str]]:
+    import yaml
+
+    document = yaml.safe_load(rules_text)
+    return {
+        str(name): {str(k): str(v) for k, v in fields.items()}
+        for name, fields in document["issuers"].items()
+    }
