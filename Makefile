@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 SAMVENV := .venv-sam
 CHECKOVVENV := .venv-checkov
+AWSCLIVENV := .venv-awscli
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help demo run venv venv-sam venv-checkov test lint lint-python lint-cfn lint-checkov build \
+.PHONY: help demo run venv venv-sam venv-checkov venv-awscli test lint lint-python lint-cfn lint-checkov build \
 	bench mutants clean
 
 help:
@@ -43,11 +44,18 @@ $(CHECKOVVENV)/.installed: requirements/checkov.txt
 	$(CHECKOVVENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
 	touch $@
 
+$(AWSCLIVENV)/.installed: requirements/awscli.txt
+	$(PYTHON) -m venv $(AWSCLIVENV)
+	$(AWSCLIVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AWSCLIVENV)/bin/python -m pip install --quiet -r requirements/awscli.txt
+	touch $@
+
 venv: $(VENV)/.installed
 venv-sam: $(SAMVENV)/.installed
 venv-checkov: $(CHECKOVVENV)/.installed
+venv-awscli: $(AWSCLIVENV)/.installed
 
-test: venv
+test: venv venv-awscli
 	$(PY) -m pytest
 
 lint: lint-python lint-cfn lint-checkov

@@ -1,0 +1,136 @@
+"""``make run`` (python -m devstack run) as a user meets it: the state file appears with the
+contract's fields, the printed commands work, SIGTERM stops everything and removes the file;
+and the AWS CLI's ``codeartifact login`` works against the stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.tools import Devstack, Tools, http_json
+
+ROOT = Path(__file__).resolve().parents[2]
+AWS = ROOT / ".venv-awscli" / "bin" / "aws"
+CONTRACT = {
+    "broker_url",
+    "aws_endpoint_url",
+    "region",
+    "domain",
+    "domain_owner",
+    "repositories",
+    "public_index_url",
+    "issuers",
+}
+
+
+def test_make_run_writes_the_state_file_and_stops_cleanly(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    env = {**os.environ, "DEVSTACK_STATE": str(state_file), "PYTHONUNBUFFERED": "1"}
+    with (tmp_path / "run.log").open("w+") as log:
+        _run_until_sigterm(env, state_file, log, tmp_path)
+
+
+def _run_until_sigterm(env: dict[str, str], state_file: Path, log: Any, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "run"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not state_file.exists():
+            assert process.poll() is None, log.seek(0) or log.read()
+            assert time.monotonic() < deadline, "no state file after 60 s"
+            time.sleep(0.2)
+        state = json.loads(state_file.read_text())
+        assert set(state) >= CONTRACT
+        assert set(state["repositories"]) == {"private", "store"}
+        assert set(state["issuers"]) == {"github", "corp"}
+        for issuer in state["issuers"].values():
+            assert {"url", "audience", "mint_url"} <= set(issuer)
+        status, config, _ = http_json("GET", state["broker_url"] + "/v1/config")
+        assert status == 200
+        assert config["domain"] == state["domain"]
+        while "Ctrl-C stops everything" not in (log.seek(0) or log.read()):
+            time.sleep(0.1)
+        _the_printed_commands_work(log.seek(0) or log.read(), tmp_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=30)
+    assert returncode == 0, log.seek(0) or log.read()
+    assert not state_file.exists()
+
+
+def _the_printed_commands_work(printed: str, tmp_path: Path) -> None:
+    """Run the printed 'engineer' commands in a shell, with pip from a fresh venv."""
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if "An engineer's ID token" in line)
+    script = "\n".join(lines[start + 1 : start + 5]).replace("\\\n", "")
+    python = Tools(tmp_path / "tools").venv("printed")
+    script = script.replace("pip install", f"{shlex.quote(str(python))} -m pip install --quiet")
+    ran = subprocess.run(
+        ["/bin/bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PIP_NO_INPUT": "1"},
+    )
+    assert ran.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", ran.stderr)
+    installed = subprocess.run(
+        [str(python), "-c", "import tinyjson; print(tinyjson.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert installed.stdout.strip() == "1.1.0"
+
+
+@pytest.mark.skipif(not AWS.exists(), reason="the AWS CLI's venv is missing: make venv-awscli")
+def test_aws_codeartifact_login_configures_pip_against_the_stand_in(
+    devstack: Devstack, tools: Tools, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = tools.environment(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "AWS_ACCESS_KEY_ID": "devstack-admin",
+            "AWS_SECRET_ACCESS_KEY": "devstack-admin",
+            "AWS_DEFAULT_REGION": devstack.state["region"],
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    del env["PIP_CONFIG_FILE"]  # login writes the user's pip config; pip must read it
+    login = subprocess.run(
+        [
+            str(AWS), "codeartifact", "login", "--tool", "pip",
+            "--domain", devstack.state["domain"],
+            "--domain-owner", devstack.state["domain_owner"],
+            "--repository", devstack.state["repositories"]["private"],
+            "--endpoint-url", devstack.state["aws_endpoint_url"],
+        ],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    assert "Successfully configured pip" in login.stdout
+    python = tools.venv("aws-login")
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "tinyjson"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", installed.stderr)
