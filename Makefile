@@ -80,6 +80,7 @@ build: venv-sam
 
 bench: venv
 	$(PY) bench/broker_request.py
+	$(PY) bench/devstack_tokens.py
 
 clean:
 	rm -rf .aws-sam

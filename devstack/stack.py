@@ -62,6 +62,7 @@ class Options:
     broker_log: Path | None = None  # the broker's log lines; None: this process's stdout
     device_interval: int = 5
     watch_rules: bool = True
+    throttle: bool = True  # the template's API throttling (off only to measure capacity)
 
 
 def expand_rules(path: Path, idp_url: str) -> str:
@@ -219,7 +220,7 @@ class Devstack:
         self.pool = Pool(spec, self.options.instances)
         self.gateway = Gateway(
             self.pool,
-            TokenBucket(api.rate_limit, api.burst_limit),
+            TokenBucket(api.rate_limit, api.burst_limit) if self.options.throttle else None,
             self.deployment.routes,
             port=self._port(0),
         )
