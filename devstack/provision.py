@@ -53,6 +53,16 @@ def policy_json(document: Mapping[str, Any]) -> str:
     return json.dumps(document)
 
 
+def admin_session(region: str) -> boto3.session.Session:
+    """A boto3 session as the stand-in's administrator: a key moto does not know, which the
+    stand-in treats as the account's root (devstack/README.md)."""
+    return boto3.session.Session(
+        aws_access_key_id="devstack-admin",
+        aws_secret_access_key="devstack-admin",  # noqa: S106 - not a secret: the stand-in's root
+        region_name=region,
+    )
+
+
 class ProvisionError(RuntimeError):
     """The templates ask for something the devstack cannot create; the message says what."""
 
@@ -94,11 +104,7 @@ class Clients:
 
     @classmethod
     def for_endpoint(cls, endpoint_url: str, region: str) -> Clients:
-        session = boto3.session.Session(
-            aws_access_key_id="devstack-admin",
-            aws_secret_access_key="devstack-admin",  # noqa: S106 - the stand-in's root
-            region_name=region,
-        )
+        session = admin_session(region)
         return cls(
             iam=session.client("iam", endpoint_url=endpoint_url),
             ssm=session.client("ssm", endpoint_url=endpoint_url),

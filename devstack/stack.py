@@ -21,16 +21,14 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, TextIO
 
-import boto3
-
 from devstack.device import ConsoleApprover
 from devstack.idp import IdentityProvider
+from devstack.provision import Clients, Deployment, Provisioner, admin_session
 from devstack.public import PublicIndex, build_public_index
 
 if TYPE_CHECKING:
     from devstack.aws import AwsStandIn
     from devstack.gateway import Gateway, Pool
-    from devstack.provision import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
@@ -159,7 +157,6 @@ class Devstack:
 
     def _provision(self, rules_text: str) -> Deployment:
         from devstack.aws import ACCOUNT
-        from devstack.provision import Clients, Provisioner
 
         assert self.aws is not None  # noqa: S101
         pseudo = {
@@ -182,13 +179,7 @@ class Devstack:
             raise RuntimeError("provision before starting the broker")
         function = self.deployment.functions["BrokerFunction"]
         api = self.deployment.apis["BrokerApi"]
-        sts = boto3.client(
-            "sts",
-            endpoint_url=self.aws.url,
-            region_name=REGION,
-            aws_access_key_id="devstack-admin",
-            aws_secret_access_key="devstack-admin",  # noqa: S106 - the stand-in's root
-        )
+        sts = admin_session(REGION).client("sts", endpoint_url=self.aws.url)
         credentials = sts.assume_role(
             RoleArn=function.role_arn, RoleSessionName="BrokerFunction", DurationSeconds=3600
         )["Credentials"]
@@ -246,13 +237,7 @@ class Devstack:
             raise RuntimeError("the devstack is not running")
         text = expand_rules(self.options.rules_file, self.idp.base_url)
         check_rules(text, self.options.rules_file)
-        ssm = boto3.client(
-            "ssm",
-            endpoint_url=self.aws.url,
-            region_name=REGION,
-            aws_access_key_id="devstack-admin",
-            aws_secret_access_key="devstack-admin",  # noqa: S106 - the stand-in's root
-        )
+        ssm = admin_session(REGION).client("ssm", endpoint_url=self.aws.url)
         ssm.put_parameter(
             Name=self.state["rules_parameter"], Value=text, Type="String", Overwrite=True
         )
