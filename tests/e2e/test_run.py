@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from devstack.demo import CONTRACTOR_CLAIMS
+from devstack.stack import RULES_FILE, Options
+from devstack.stack import Devstack as Stack
 from devstack.tools import Devstack, Tools, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +137,35 @@ def test_aws_codeartifact_login_configures_pip_against_the_stand_in(
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert installed.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", installed.stderr)
+
+
+def test_saving_the_rules_file_changes_who_gets_tokens(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_FILE.read_text())
+    options = Options(
+        state_file=tmp_path / "state.json",
+        work_dir=tmp_path,
+        rules_file=rules,
+        broker_log=tmp_path / "broker.log",
+        rules_cache_seconds=1,
+    )
+    stack = Stack(options)
+    try:
+        running = Devstack(stack.start())
+        assert _contractor_status(running, CONTRACTOR_CLAIMS) == 403
+        rules.write_text(
+            rules.read_text()
+            + "  - name: contractors-read\n    issuer: corp\n    claims: {groups: contractors}\n"
+            "    grant: {repository: internal, access: read, max_duration: 3600}\n"
+        )
+        deadline = time.monotonic() + 15
+        while _contractor_status(running, CONTRACTOR_CLAIMS) != 200:
+            assert time.monotonic() < deadline, "the edited rules never reached the broker"
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+
+
+def _contractor_status(running: Devstack, claims: dict[str, Any]) -> int:
+    status, _ = running.broker("POST", "/v1/token", running.id_token("corp", claims), {})
+    return status
