@@ -65,9 +65,9 @@ Try it (another terminal):
   # What may this identity ask for?
   curl -s {broker}/v1/grants -H "Authorization: Bearer $ID_TOKEN"
 
-Interactive login (OAuth device flow, RFC 8628) at the corp issuer: approve a pending login on
-{state["issuers"]["corp"]["url"]}/device, or answer the prompt in this console (alice is an engineer,
-mallory is not).
+Interactive login (OAuth device flow, RFC 8628) at the corp issuer: approve a pending login
+on {state["issuers"]["corp"]["url"]}/device, or answer the prompt in this console
+(alice is an engineer, mallory is not).
 
 Edit devstack/rules.yaml and save: the broker uses the new rules within seconds.
 Ctrl-C stops everything.
