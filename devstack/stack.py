@@ -10,6 +10,7 @@ removed on stop.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -83,8 +84,14 @@ def check_rules(text: str, path: Path) -> None:
 
 
 class Devstack:
+    # moto's state is per process: a second devstack in one process (the tests start several)
+    # deploys under another stack name, so its rules parameter and roles do not replace ours.
+    _instances = itertools.count()
+
     def __init__(self, options: Options) -> None:
         self.options = options
+        number = next(self._instances)
+        self.stack_name = STACK_NAME if number == 0 else f"{STACK_NAME}-{number + 1}"
         self.public: PublicIndex | None = None
         self.idp: IdentityProvider | None = None
         self.aws: AwsStandIn | None = None
@@ -163,7 +170,7 @@ class Devstack:
             "AWS::AccountId": ACCOUNT,
             "AWS::Partition": "aws",
             "AWS::Region": REGION,
-            "AWS::StackName": STACK_NAME,
+            "AWS::StackName": self.stack_name,
             "AWS::URLSuffix": "amazonaws.com",
         }
         provisioner = Provisioner(Clients.for_endpoint(self.aws.url, REGION), pseudo, ROOT)
