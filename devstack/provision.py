@@ -14,6 +14,7 @@ them, which :class:`Deployment` returns.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ def policy_json(document: Mapping[str, Any]) -> str:
             return str(value).lower()
         return str(value) if isinstance(value, int | float) else value
 
+    document = copy.deepcopy(dict(document))
     statements = document.get("Statement", [])
     for statement in statements if isinstance(statements, list) else [statements]:
         for operator, pairs in statement.get("Condition", {}).items():

@@ -324,13 +324,18 @@ class CodeArtifact:
         add: list[tuple[str, str]],
         remove: list[tuple[str, str]],
     ) -> None:
+        """Validate everything first, then apply: a refused update changes nothing."""
+        for restriction, mode in modes.items():
+            if restriction not in RESTRICTIONS or mode not in MODES:
+                raise invalid(f"origin restriction {restriction}={mode} is not valid")
+        for _repository, restriction in add + remove:
+            if restriction not in RESTRICTIONS:
+                raise invalid(f"originRestrictionType {restriction} is not valid")
+        for repository, _ in add:
+            self.repository(group.domain, repository)
         with self._lock:
-            for restriction, mode in modes.items():
-                if restriction not in RESTRICTIONS or mode not in MODES:
-                    raise invalid(f"origin restriction {restriction}={mode} is not valid")
-                group.modes[restriction] = mode
+            group.modes.update(modes)
             for repository, restriction in add:
-                self.repository(group.domain, repository)
                 group.allowed[restriction].add(repository)
             for repository, restriction in remove:
                 group.allowed[restriction].discard(repository)
@@ -340,6 +345,8 @@ class CodeArtifact:
     def issue_token(
         self, domain: Domain, principal: Principal, duration: int, session_expiry: datetime | None
     ) -> tuple[str, datetime]:
+        if duration == 0 and session_expiry is None:
+            raise invalid("durationSeconds 0 (the session's expiry) needs temporary credentials")
         if duration == 0 and session_expiry is not None:
             expires = session_expiry
         elif MIN_TOKEN_SECONDS <= duration <= MAX_TOKEN_SECONDS:
@@ -430,13 +437,15 @@ class CodeArtifact:
                         version, asset.sha256, asset.requires_python, len(asset.content), True
                     ),
                 )
-        if top and not domain.restriction(name, "INTERNAL_UPSTREAM", start.name):
-            return
-        for upstream in repository.upstreams:
-            if upstream in domain.repositories:
-                self._collect(
-                    start, domain.repositories[upstream], name, external, listing, seen, top=False
-                )
+        # INTERNAL_UPSTREAM governs taking the package from upstream repositories only; a
+        # repository's own external connection is governed by EXTERNAL_UPSTREAM alone.
+        if not top or domain.restriction(name, "INTERNAL_UPSTREAM", start.name):
+            for upstream in repository.upstreams:
+                if upstream in domain.repositories:
+                    upstream_repository = domain.repositories[upstream]
+                    self._collect(
+                        start, upstream_repository, name, external, listing, seen, top=False
+                    )
         if repository.external_connections and domain.restriction(
             name, "EXTERNAL_UPSTREAM", repository.name
         ):
@@ -459,12 +468,7 @@ class CodeArtifact:
     ) -> Asset | None:
         """Fetch an asset through the first repository in the chain with an external
         connection and keep it there, as CodeArtifact does; None if the chain cannot."""
-        domain = repository.domain
-        if repository.upstreams and not domain.restriction(
-            name, "INTERNAL_UPSTREAM", repository.name
-        ):
-            return None
-        holder = self._connected(repository, name, set())
+        holder = self._connected(repository, repository, name, set())
         if holder is None:
             return None
         project = external(name) or {}
@@ -481,17 +485,24 @@ class CodeArtifact:
                 return asset
         return None
 
-    def _connected(self, repository: Repository, name: str, seen: set[str]) -> Repository | None:
+    def _connected(
+        self, start: Repository, repository: Repository, name: str, seen: set[str]
+    ) -> Repository | None:
+        """The first repository from ``repository`` whose external connection may serve
+        ``name``: its own, then (if INTERNAL_UPSTREAM lets ``start`` use upstreams) theirs."""
         if repository.name in seen:
             return None
         seen.add(repository.name)
         domain = repository.domain
-        if repository.external_connections:
-            allowed = domain.restriction(name, "EXTERNAL_UPSTREAM", repository.name)
-            return repository if allowed else None
+        if repository.external_connections and domain.restriction(
+            name, "EXTERNAL_UPSTREAM", repository.name
+        ):
+            return repository
+        if repository is start and not domain.restriction(name, "INTERNAL_UPSTREAM", start.name):
+            return None
         for upstream in repository.upstreams:
             if upstream in domain.repositories:
-                found = self._connected(domain.repositories[upstream], name, seen)
+                found = self._connected(start, domain.repositories[upstream], name, seen)
                 if found is not None:
                     return found
         return None

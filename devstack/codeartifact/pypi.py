@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 
 from devstack import simple
 from devstack.upload import UploadError, parse_upload
-from devstack.upstream import UpstreamIndex
+from devstack.upstream import UpstreamError, UpstreamIndex
 
 from .model import (
     Asset,
@@ -116,6 +116,8 @@ class DataPlane:
             return _text(denial.status, denial.message + refused.detail, headers)
         except CodeArtifactError as error:
             return _text(error.status, error.message)
+        except UpstreamError as error:
+            return _text(502, f"The external connection failed: {error}")
 
     # --- access ---------------------------------------------------------------------------
 
@@ -173,8 +175,13 @@ class DataPlane:
             names = self._projects(repository)
             return _page(simple.render_index(names, content_type), content_type)
         name = simple.normalize(rest[0])
-        if len(rest) >= 3:
-            return self._file(repository, name, rest[1], rest[2])
+        match rest[1:]:
+            case [version, filename] if version and filename:
+                return self._file(repository, name, version, filename)
+            case [] | [""]:
+                pass
+            case _:  # a version without a file, or deeper paths
+                return _text(404, "Not found.")
         if content_type is None:
             return _text(406, "Not acceptable.")
         listing = self.state.listing(repository, name, self._external)
@@ -242,6 +249,13 @@ class DataPlane:
     # --- uploads ----------------------------------------------------------------------------
 
     def _upload(self, request: Request, token: Token, repository: Repository) -> Response:
+        claimed = simple.normalize(request.form.get("name", "") or "-")
+        self._require(  # before reading the file: a caller without the right learns nothing
+            token,
+            "codeartifact:PublishPackageVersion",
+            repository.package_arn(claimed),
+            "publish",
+        )
         try:
             upload = parse_upload(request.form, request.files, max_bytes=MAX_UPLOAD_BYTES)
         except UploadError as error:  # the reason in the status line: twine shows only that
