@@ -19,7 +19,7 @@ help:
 	@echo "make build   sam build (the Lambda package for arm64)"
 	@echo "make bench   print the broker's benchmarks"
 
-$(VENV)/.installed: requirements/dev.txt functions/requirements.txt
+$(VENV)/.installed: requirements/dev.txt functions/requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt

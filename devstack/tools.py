@@ -247,6 +247,7 @@ class Tools:
         return self.run(
             [
                 str(BIN / "twine"),
+                "--no-color",
                 "upload",
                 "--disable-progress-bar",
                 "--repository-url",

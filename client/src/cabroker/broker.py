@@ -1,0 +1,193 @@
+"""The broker's HTTP API (design.md section 3): ``/v1/config``, ``/v1/token``, ``/v1/grants``.
+
+``requests`` is imported on first use, not at import time, so commands that never call the
+broker (and the keyring backend for other hosts) stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import BrokerRefused, BrokerUnavailable, UsageError
+from .secret import Secret
+
+if TYPE_CHECKING:
+    import requests
+
+USER_AGENT = f"cabroker/{__version__}"
+
+
+@dataclass(frozen=True)
+class Issuer:
+    name: str
+    url: str
+    audience: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """``GET /v1/config``: what a client needs before it has an identity."""
+
+    issuers: tuple[Issuer, ...]
+    repositories: tuple[str, ...]
+    domain: str
+    domain_owner: str
+    region: str
+    version: str
+    limits: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> BrokerConfig:
+        return cls(
+            issuers=tuple(
+                Issuer(i["name"], i["url"], i["audience"], i.get("client_id"))
+                for i in body.get("issuers", [])
+            ),
+            repositories=tuple(body.get("repositories", [])),
+            domain=str(body.get("domain", "")),
+            domain_owner=str(body.get("domain_owner", "")),
+            region=str(body.get("region", "")),
+            version=str(body.get("version", "")),
+            limits=dict(body.get("limits", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """``POST /v1/token``'s answer: a CodeArtifact token and where to use it."""
+
+    token: Secret
+    expires_at: datetime
+    username: str
+    repository: str
+    access: str
+    packages: tuple[str, ...]
+    index_url: str
+    upload_url: str
+    domain: str
+    domain_owner: str
+    region: str
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Grant:
+        return cls(
+            token=Secret(body["token"]),
+            expires_at=parse_time(str(body["expires_at"])),
+            username=str(body.get("username", "aws")),
+            repository=str(body["repository"]),
+            access=str(body["access"]),
+            packages=tuple(body.get("packages") or ()),
+            index_url=str(body["index_url"]),
+            upload_url=str(body["upload_url"]),
+            domain=str(body.get("domain", "")),
+            domain_owner=str(body.get("domain_owner", "")),
+            region=str(body.get("region", "")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "token": str(self.token),
+            "expires_at": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "username": self.username,
+            "repository": self.repository,
+            "access": self.access,
+            "packages": list(self.packages),
+            "index_url": self.index_url,
+            "upload_url": self.upload_url,
+            "domain": self.domain,
+            "domain_owner": self.domain_owner,
+            "region": self.region,
+        }
+
+    def seconds_left(self, now: datetime | None = None) -> float:
+        return (self.expires_at - (now or datetime.now(UTC))).total_seconds()
+
+
+def parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """The optional fields of ``POST /v1/token``; None leaves the choice to the broker."""
+
+    repository: str | None = None
+    access: str | None = None
+    packages: Sequence[str] | None = None
+    duration_seconds: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        fields = {
+            "repository": self.repository,
+            "access": self.access,
+            "packages": list(self.packages) if self.packages else None,
+            "duration_seconds": self.duration_seconds,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+class BrokerClient:
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        if not url.startswith(("https://", "http://")):
+            raise UsageError(f"the broker URL {url!r} must start with https:// (or http://)")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session: requests.Session | None = None
+
+    def _http(self) -> requests.Session:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = USER_AGENT
+            self._session.trust_env = True
+        return self._session
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        import requests
+
+        url = self.url + path
+        try:
+            response = self._http().request(method, url, timeout=self.timeout, **kwargs)
+        except requests.RequestException as error:
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {self.url} ({type(error).__name__}); check the URL "
+                "(--broker-url, CABROKER_URL) and your network"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 200 and isinstance(body, dict):
+            return body
+        problem = body if isinstance(body, dict) else {}
+        detail = str(problem.get("detail") or problem.get("message") or response.reason)
+        status = response.status_code
+        if status == 429 or status >= 500:
+            wait = response.headers.get("Retry-After")
+            hint = f"; try again in {wait} s" if wait else "; try again shortly"
+            raise BrokerUnavailable(f"the broker is unavailable ({status}): {detail}{hint}")
+        if status == 200:
+            raise BrokerUnavailable(
+                f"the broker at {self.url} did not answer JSON: is the URL right?"
+            )
+        raise BrokerRefused(f"the broker refused ({status}): {detail}", status, problem)
+
+    def config(self) -> BrokerConfig:
+        return BrokerConfig.from_json(self._call("GET", "/v1/config"))
+
+    def token(self, id_token: str, request: TokenRequest | None = None) -> Grant:
+        body = (request or TokenRequest()).body()
+        answer = self._call(
+            "POST", "/v1/token", json=body, headers={"Authorization": f"Bearer {id_token}"}
+        )
+        return Grant.from_json(answer)
+
+    def grants(self, id_token: str) -> dict[str, Any]:
+        return self._call("GET", "/v1/grants", headers={"Authorization": f"Bearer {id_token}"})

@@ -1,0 +1,46 @@
+"""``cabroker status``: the cached tokens, when they expire, and the files login wrote."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from .common import describe
+
+WARN_SECONDS = 3600
+
+
+def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("status", help="show cached tokens, expiry and written files")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cache import TokenCache
+    from ..config import state_dir
+    from ..files import Ledger
+
+    now = datetime.now(UTC)
+    entries = TokenCache.default().entries()
+    if not entries:
+        print("no token cached: run 'cabroker login'")
+    exit_code = 6 if not entries else 0
+    for key, grant in entries:
+        print(f"{key.broker_url}: {describe(grant)}")
+        print(f"  index   {grant.index_url}")
+        if grant.access == "publish":
+            print(f"  upload  {grant.upload_url}")
+        left = grant.seconds_left(now)
+        if left <= 0:
+            print("  EXPIRED: CodeArtifact answers such a token with 401/404; log in again")
+            exit_code = 6
+        elif left < WARN_SECONDS:
+            print(f"  warning: expires in {int(left // 60)} min; 'cabroker login --refresh'")
+    written = Ledger(state_dir() / "ledger.json").paths()
+    if written:
+        print("files written by login (cabroker logout restores them):")
+        for path in written:
+            print(f"  {path}")
+    sys.stdout.flush()
+    return exit_code

@@ -1,0 +1,29 @@
+"""The opt-in files ``cabroker login`` writes, each recorded in the ledger ``logout`` reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .broker import Grant
+from .files import Ledger, write_docker_secret, write_netrc, write_pip_conf, write_pypirc
+
+TARGETS = ("pip", "pypirc", "netrc", "docker-secret")
+
+
+def write_outputs(
+    grant: Grant, chosen: Mapping[str, object], *, name: str, ledger: Path
+) -> list[Path]:
+    """Write each chosen target (``docker-secret`` maps to its path); return the paths."""
+    book = Ledger(ledger)
+    written: list[Path] = []
+    if chosen.get("pip"):
+        written.append(write_pip_conf(book, grant))
+    if chosen.get("pypirc"):
+        written.append(write_pypirc(book, grant, name))
+    if chosen.get("netrc"):
+        written.append(write_netrc(book, grant))
+    secret = chosen.get("docker-secret")
+    if isinstance(secret, Path):
+        written.append(write_docker_secret(book, grant, secret.expanduser().resolve()))
+    return written
