@@ -81,6 +81,7 @@ build: venv-sam
 bench: venv
 	$(PY) bench/broker_request.py
 	$(PY) bench/devstack_tokens.py
+	$(PY) bench/client_env.py
 
 clean:
 	rm -rf .aws-sam

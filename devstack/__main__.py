@@ -65,9 +65,12 @@ Try it (another terminal):
   # What may this identity ask for?
   curl -s {broker}/v1/grants -H "Authorization: Bearer $ID_TOKEN"
 
-Interactive login (OAuth device flow, RFC 8628) at the corp issuer: approve a pending login
-on {state["issuers"]["corp"]["url"]}/device, or answer the prompt in this console
-(alice is an engineer, mallory is not).
+  # The client, cabroker (in .venv; elsewhere: pip install ./client). Interactive login
+  # (device flow): approve on {state["issuers"]["corp"]["url"]}/device or at the prompt in
+  # this console (alice is an engineer, mallory is not).
+  export CABROKER_URL={broker}
+  .venv/bin/cabroker login --identity device
+  eval "$(.venv/bin/cabroker env)" && pip install tinyjson
 
 Edit devstack/rules.yaml and save: the broker uses the new rules within seconds.
 Ctrl-C stops everything.

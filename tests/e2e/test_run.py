@@ -69,7 +69,9 @@ def _run_until_sigterm(env: dict[str, str], state_file: Path, log: Any, tmp_path
         assert config["domain"] == state["domain"]
         while "Ctrl-C stops everything" not in (log.seek(0) or log.read()):
             time.sleep(0.1)
-        _the_printed_commands_work(log.seek(0) or log.read(), tmp_path)
+        printed = log.seek(0) or log.read()
+        _the_printed_commands_work(printed, tmp_path)
+        _the_printed_client_commands_work(printed, state, tmp_path)
     finally:
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=30)
@@ -169,3 +171,41 @@ def test_saving_the_rules_file_changes_who_gets_tokens(tmp_path: Path) -> None:
 def _contractor_status(running: Devstack, claims: dict[str, Any]) -> int:
     status, _ = running.broker("POST", "/v1/token", running.id_token("corp", claims), {})
     return status
+
+
+def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_path: Path) -> None:
+    """The printed cabroker block, with a minted engineer's token in place of the device
+    login (which needs a person; tests/e2e/test_client.py drives that one)."""
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if "export CABROKER_URL" in line)
+    block = "\n".join(line.strip() for line in lines[start : start + 3])
+    assert "cabroker login --identity device" in block
+    status, minted, _ = http_json(
+        "POST", state["issuers"]["corp"]["mint_url"], {"sub": "alice", "groups": ["engineering"]}
+    )
+    assert status == 200
+    jwt = tmp_path / "alice.jwt"
+    jwt.write_text(minted["id_token"])
+    python = Tools(tmp_path / "client-tools").venv("printed-client")
+    script = (
+        block.replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")
+        .replace(".venv/bin/cabroker", shlex.quote(str(ROOT / ".venv" / "bin" / "cabroker")))
+        .replace("pip install", f"{shlex.quote(str(python))} -m pip install --quiet")
+    )
+    home = tmp_path / "client-home"
+    ran = subprocess.run(
+        ["/bin/bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "CABROKER_TOKEN_STORE": "file",
+            "PIP_NO_INPUT": "1",
+        },
+    )
+    assert ran.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", ran.stderr)
