@@ -315,3 +315,17 @@ def test_help_is_for_newcomers(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for words in ("cabroker login", 'eval "$(cabroker env)"', "exit codes", "logout"):
         assert words in text
+
+
+def test_a_file_that_cannot_be_written_exits_7_and_says_why(
+    broker: FakeBroker, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = home / "work" / "app"
+    project.mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'app'\n")
+    jwt = str(token_file(home))
+    login = ("login", "--broker-url", broker.url, "--id-token-file", jwt)
+    code, _, err = run(capsys, *login, "--docker-secret", str(project / "netrc"))
+    assert code == 7
+    assert "project" in err
+    assert not (project / "netrc").exists()

@@ -12,7 +12,6 @@ import netrc as netrc_module
 import os
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
@@ -25,7 +24,6 @@ from cabroker.errors import FilesError
 from cabroker.files import Action, Ledger, Owned
 from cabroker.outputs import index_url_with_credentials
 from cabroker.secret import Secret
-from devstack.public import build_public_index
 from tests.client.test_outputs import (
     HOST,
     INDEX_URL,
@@ -36,7 +34,6 @@ from tests.client.test_outputs import (
     make_grant,
     redact,
     run,
-    serving,
 )
 from tests.devstack.test_wheels import tool_env
 
@@ -72,19 +69,6 @@ def assert_bytes(actual: bytes | None, expected: bytes | None) -> None:
     if actual != expected:
         shown = [None if data is None else redacted(data) for data in (actual, expected)]
         fail(f"bytes differ:\nactual:   {shown[0]!r}\nexpected: {shown[1]!r}")
-
-
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("public")
-    build_public_index(directory)
-    return directory
-
-
-@pytest.fixture
-def auth_index(wheels: Path) -> Iterator[tuple[AuthIndex, str]]:
-    with serving(wheels) as served:
-        yield served
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from cabroker import outputs
 from cabroker.broker import Grant
 from cabroker.errors import FilesError, UsageError
 from cabroker.secret import Secret
-from devstack.public import PublicIndex, build_public_index
+from devstack.public import PublicIndex
 from devstack.wheels import build_wheel
 from tests.devstack.test_wheels import tool_env
 
@@ -149,19 +149,6 @@ def serving(directory: Path) -> Iterator[tuple[AuthIndex, str]]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("public")
-    build_public_index(directory)
-    return directory
-
-
-@pytest.fixture
-def auth_index(wheels: Path) -> Iterator[tuple[AuthIndex, str]]:
-    with serving(wheels) as served:
-        yield served
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..broker import Grant
 from .common import broker_option, describe, grant_for, grant_options, identity_options
 
 
@@ -70,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _github_outputs(grant: object) -> None:
-    from ..broker import Grant
 
     path = os.environ.get("GITHUB_OUTPUT")
     if not path or not isinstance(grant, Grant):
@@ -82,7 +82,6 @@ def _github_outputs(grant: object) -> None:
 
 
 def _write_files(args: argparse.Namespace, grant: object) -> list[str]:
-    from ..broker import Grant
     from ..config import state_dir
     from ..targets import write_outputs
 

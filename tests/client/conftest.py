@@ -1,0 +1,24 @@
+"""Fixtures shared by the client's tests: a local index that demands ``aws:<token>``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.public import build_public_index
+from tests.client.test_outputs import AuthIndex, serving
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("public")
+    build_public_index(directory)
+    return directory
+
+
+@pytest.fixture
+def auth_index(wheels: Path) -> Iterator[tuple[AuthIndex, str]]:
+    with serving(wheels) as served:
+        yield served
