@@ -329,3 +329,16 @@ def test_a_file_that_cannot_be_written_exits_7_and_says_why(
     assert code == 7
     assert "project" in err
     assert not (project / "netrc").exists()
+
+
+def test_grants_shows_what_the_identity_may_ask_for(
+    broker: FakeBroker, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jwt = str(token_file(home))
+    code, out, _ = run(capsys, "grants", "--broker-url", broker.url, "--id-token-file", jwt)
+    assert code == 0
+    assert "nothing: no rule matches you" in out
+    code, out, _ = run(
+        capsys, "grants", "--broker-url", broker.url, "--id-token-file", jwt, "--json"
+    )
+    assert json.loads(out)["subject"] == "repo:acme/app"
