@@ -5,10 +5,11 @@ VENV := .venv
 SAMVENV := .venv-sam
 CHECKOVVENV := .venv-checkov
 AWSCLIVENV := .venv-awscli
+POETRYVENV := .venv-poetry
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help demo run venv venv-sam venv-checkov venv-awscli test lint lint-python lint-cfn lint-checkov build \
+.PHONY: help demo run venv venv-sam venv-checkov venv-awscli venv-poetry test lint lint-python lint-cfn lint-checkov build \
 	bench mutants clean
 
 help:
@@ -50,12 +51,19 @@ $(AWSCLIVENV)/.installed: requirements/awscli.txt
 	$(AWSCLIVENV)/bin/python -m pip install --quiet -r requirements/awscli.txt
 	touch $@
 
+$(POETRYVENV)/.installed: requirements/poetry.txt
+	$(PYTHON) -m venv $(POETRYVENV)
+	$(POETRYVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(POETRYVENV)/bin/python -m pip install --quiet -r requirements/poetry.txt
+	touch $@
+
 venv: $(VENV)/.installed
 venv-sam: $(SAMVENV)/.installed
 venv-checkov: $(CHECKOVVENV)/.installed
 venv-awscli: $(AWSCLIVENV)/.installed
+venv-poetry: $(POETRYVENV)/.installed
 
-test: venv venv-awscli
+test: venv venv-awscli venv-poetry
 	$(PY) -m pytest
 
 lint: lint-python lint-cfn lint-checkov

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -236,3 +237,45 @@ def test_errors_have_their_exit_codes_and_say_why(client: Client, devstack: Devs
     assert "cannot reach the broker" in down.output
     status, _, _ = http_json("GET", devstack.state["broker_url"] + "/v1/config")
     assert status == 200
+
+
+POETRY = Path(__file__).resolve().parents[2] / ".venv-poetry" / "bin" / "poetry"
+
+
+@pytest.mark.skipif(not POETRY.exists(), reason="poetry's venv is missing: make venv-poetry")
+def test_poetry_installs_through_the_env_variables(client: Client, tmp_path: Path) -> None:
+    jwt = client.identity("corp", ENGINEER_CLAIMS)
+    printed = client.run_raw(
+        "env", "--id-token-file", str(jwt), "--tools", "poetry", "--format", "json"
+    )
+    assert printed.returncode == 0, redact(printed.stderr, client.tools.secrets)
+    variables = json.loads(printed.stdout)
+    project = tmp_path / "app"
+    project.mkdir()
+    index = client.devstack.repository_url(client.devstack.state["repositories"]["private"])
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["tinyjson"]\n\n[tool.poetry]\npackage-mode = false\n\n'
+        f'[[tool.poetry.source]]\nname = "codeartifact"\nurl = "{index}simple/"\n'
+        'priority = "primary"\n'
+    )
+    installed = subprocess.run(
+        [str(POETRY), "install", "--no-interaction"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=client.env(
+            {
+                **variables,
+                "POETRY_VIRTUALENVS_IN_PROJECT": "true",
+                "POETRY_CACHE_DIR": str(tmp_path / "poetry-cache"),
+            }
+        ),
+    )
+    output = redact(installed.stdout + installed.stderr, client.tools.secrets)
+    assert installed.returncode == 0, output
+    assert "Installing tinyjson (1.1.0)" in output
+    lock = (project / "poetry.lock").read_text()
+    assert not any(secret and secret in lock for secret in client.tools.secrets)
