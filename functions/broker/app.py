@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from pathlib import Path
 from typing import Any
 
+import yaml
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -20,7 +23,13 @@ from .web import bearer_token, json_body
 logger = Logger(service="cabroker")
 app = APIGatewayHttpResolver(debug=False)
 
-ROUTES = {"/v1/token": ["POST"], "/v1/grants": ["GET"], "/v1/config": ["GET"]}
+ROUTES = {
+    "/v1/token": ["POST"],
+    "/v1/grants": ["GET"],
+    "/v1/config": ["GET"],
+    "/v1/openapi.json": ["GET"],
+}
+OPENAPI = Path(__file__).with_name("openapi.yaml")
 
 
 def _json(body: dict[str, Any], cache: str = "no-store") -> Response[str]:
@@ -61,6 +70,22 @@ def config() -> Response[str]:
     return _json(service.current().config(), cache="max-age=60")
 
 
+@functools.cache
+def _openapi() -> str:
+    """The API's OpenAPI 3.1 description (openapi.yaml beside this module), as JSON."""
+    return json.dumps(yaml.safe_load(OPENAPI.read_text(encoding="utf-8")))
+
+
+@app.get("/v1/openapi.json")
+def openapi() -> Response[str]:
+    return Response(
+        status_code=200,
+        content_type="application/json",
+        body=_openapi(),
+        headers={"Cache-Control": "max-age=3600"},
+    )
+
+
 @app.not_found
 def not_found(_: NotFoundError) -> Response[str]:
     path = app.current_event.path
@@ -71,7 +96,8 @@ def not_found(_: NotFoundError) -> Response[str]:
         logger.info("method not allowed", extra={"path": path, "method": method})
     else:
         error = NotFound(
-            f"no route {path}; the API is POST /v1/token, GET /v1/grants, GET /v1/config"
+            f"no route {path}; the API is POST /v1/token, GET /v1/grants, GET /v1/config "
+            "(described at GET /v1/openapi.json)"
         )
     return problem_response(error, instance=path)
 

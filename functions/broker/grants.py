@@ -91,6 +91,8 @@ def parse_token_request(body: object) -> TokenRequest:
         except RulesError as exc:
             raise InvalidRequest(str(exc)) from None
     duration = body.get("duration_seconds")
+    if isinstance(duration, float) and duration.is_integer():
+        duration = int(duration)  # JSON has one number type: 3600.0 is the integer 3600
     if duration is not None and not is_token_duration(duration):
         raise InvalidRequest(
             f"'duration_seconds' must be a whole number from {MIN_TOKEN_SECONDS} to "

@@ -758,6 +758,7 @@ def test_api_routes_reach_the_function(template: dict[str, Any]) -> None:
         ("POST", "/v1/token"),
         ("GET", "/v1/grants"),
         ("GET", "/v1/config"),
+        ("GET", "/v1/openapi.json"),
         ("$default", "$default"),
     }
 
