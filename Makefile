@@ -90,6 +90,7 @@ bench: venv
 	$(PY) bench/broker_request.py
 	$(PY) bench/devstack_tokens.py
 	$(PY) bench/client_env.py
+	$(PY) bench/fleet.py
 
 clean:
 	rm -rf .aws-sam
