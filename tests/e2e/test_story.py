@@ -275,3 +275,37 @@ def test_the_gateway_throttles_as_the_template_says(devstack: Devstack) -> None:
     assert throttled[0] == {"message": "Too Many Requests"}
     assert {status for status, _ in answers} <= {200, 429}
     time.sleep(2.5)  # let the bucket refill (rate 20/s, burst 40) for any later test
+
+
+# --- operations ---------------------------------------------------------------------------------
+
+
+def test_the_kill_switch_a_deny_on_token_issuer_role_stops_every_outstanding_token(
+    devstack: Devstack, tools: Tools, read: dict[str, Any]
+) -> None:
+    """README runbook: one Deny on TokenIssuerRole invalidates every token already issued,
+    because CodeArtifact evaluates the session's permissions at each request."""
+    from devstack.provision import admin_session
+
+    index = read["index_url"] + "tinyjson/"
+    assert probe(index, read["token"]) == 200
+    iam = admin_session(devstack.state["region"]).client(
+        "iam", endpoint_url=devstack.state["aws_endpoint_url"]
+    )
+    role = devstack.state["token_issuer_role_arn"].rsplit("/", 1)[-1]
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "codeartifact:*", "Resource": "*"}],
+    }
+    iam.put_role_policy(RoleName=role, PolicyName="kill-switch", PolicyDocument=json.dumps(deny))
+    try:
+        assert probe(index, read["token"]) == 403
+        refused(
+            tools.uv_pip_install(
+                tools.uv_venv("killed"), read["index_url"], read["token"], "tinyjson"
+            ),
+            "403 Forbidden",
+        )
+    finally:
+        iam.delete_role_policy(RoleName=role, PolicyName="kill-switch")
+    assert probe(index, read["token"]) == 200
