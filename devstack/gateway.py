@@ -4,7 +4,8 @@ Each request becomes an HTTP API payload-v2 event for the unchanged Lambda handl
 ``template.yaml`` (``broker.app.handler``), which runs in worker processes standing in for warm
 Lambda instances: one request at a time each, its own module state (caches), the environment
 the template gives the function plus the endpoints of the AWS stand-in.  The API's throttling
-(``ThrottlingRateLimit`` / ``ThrottlingBurstLimit``) is a token bucket in front, answering
+(``ThrottlingRateLimit`` / ``ThrottlingBurstLimit``, and each route's ``RouteSettings``) is a token
+bucket in front, answering
 ``429 {"message":"Too Many Requests"}`` as API Gateway does; a function that fails or runs out
 of time gives ``500 {"message":"Internal Server Error"}``, also as API Gateway does.
 """
@@ -278,6 +279,7 @@ class Gateway:
     ) -> None:
         self.pool = pool
         self.bucket = bucket
+        self.route_buckets: dict[str, TokenBucket] = {}
         self.routes = routes
         self.max_body = max_body
         self.requests = 0
@@ -309,7 +311,8 @@ class Gateway:
 
     def respond(self, request: Request) -> Response:
         self.requests += 1
-        if self.bucket is not None and not self.bucket.take():
+        bucket = self.route_buckets.get(f"{request.method} {request.path}", self.bucket)
+        if bucket is not None and not bucket.take():
             self.throttled += 1
             return _message(429, "Too Many Requests")
         length = request.content_length or 0
@@ -326,5 +329,6 @@ class Gateway:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never ran
+            self._server.shutdown()
         self._server.server_close()

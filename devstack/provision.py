@@ -32,7 +32,11 @@ if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_ssm import SSMClient
 
-NOT_LOCAL = {"AWS::Logs::LogGroup": "CloudWatch Logs: the devstack logs to its console"}
+NOT_LOCAL = {
+    "AWS::Logs::LogGroup": "CloudWatch Logs: the devstack logs to its console",
+    "AWS::CloudWatch::Alarm": "CloudWatch alarms: no metrics are collected locally",
+    "AWS::CloudWatch::Dashboard": "CloudWatch dashboards: no metrics are collected locally",
+}
 
 
 def policy_json(document: Mapping[str, Any]) -> str:
@@ -84,6 +88,8 @@ class Function:
 class Api:
     rate_limit: float
     burst_limit: int
+    # "METHOD /path" → (rate, burst): the template's RouteSettings, each route its own bucket
+    routes: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -330,6 +336,13 @@ class Provisioner:
         self.deployment.apis[logical] = Api(
             rate_limit=float(settings.get("ThrottlingRateLimit", 10000)),
             burst_limit=int(settings.get("ThrottlingBurstLimit", 5000)),
+            routes={
+                route: (
+                    float(limits.get("ThrottlingRateLimit", 10000)),
+                    int(limits.get("ThrottlingBurstLimit", 5000)),
+                )
+                for route, limits in p.get("RouteSettings", {}).items()
+            },
         )
         return cfn.Deployed(ref=secrets.token_hex(5))
 

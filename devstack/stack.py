@@ -222,6 +222,10 @@ class Devstack:
             self.deployment.routes,
             port=self._port(0),
         )
+        if self.options.throttle:
+            self.gateway.route_buckets = {
+                route: TokenBucket(rate, burst) for route, (rate, burst) in api.routes.items()
+            }
         self.gateway.start()
 
     def approve_from_console(self, stdin: TextIO, stdout: TextIO) -> None:

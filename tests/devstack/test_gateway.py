@@ -288,3 +288,31 @@ def test_pool_answers_fails_and_replaces_a_timed_out_instance(pool: Pool) -> Non
     assert replaced is not None
     assert replaced["body"] == "three"
     assert replaced["pid"] != first["pid"]  # a new instance
+
+
+class _AnsweringPool:
+    """Stands in for the Pool: every invocation is a 200 (the gateway's throttling is tested)."""
+
+    class spec:  # noqa: N801 - mirrors Pool.spec
+        account = ACCOUNT
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {"statusCode": 200, "body": "{}", "headers": {}}
+
+
+def test_a_route_with_its_own_settings_has_its_own_bucket(clock: Clock) -> None:
+    from typing import cast
+
+    from werkzeug.test import Client
+
+    gw = gateway.Gateway(
+        cast(Pool, _AnsweringPool()), TokenBucket(rate=100, burst=100), frozenset()
+    )
+    try:
+        gw.route_buckets = {"POST /v1/token": TokenBucket(rate=1, burst=1)}
+        client = Client(gw)
+        assert client.post("/v1/token").status_code == 200
+        assert client.post("/v1/token").status_code == 429
+        assert client.get("/v1/config").status_code == 200  # the default bucket still has room
+    finally:
+        gw.stop()

@@ -277,7 +277,13 @@ def test_the_real_template_deploys(stand_in: AwsStandIn, monkeypatch: pytest.Mon
     assert deployment.routes == routes
     api = deployment.apis["BrokerApi"]
     assert (api.rate_limit, api.burst_limit) == (20.0, 40)
-    assert len(deployment.skipped) == 2  # the function's and the API's log groups
+    skipped = sorted(entry.split(" ", 2)[1] for entry in deployment.skipped)
+    assert skipped == sorted(  # two log groups, four alarms, a dashboard: nothing to run locally
+        ["(AWS::Logs::LogGroup):"] * 2
+        + ["(AWS::CloudWatch::Alarm):"] * 4
+        + ["(AWS::CloudWatch::Dashboard):"]
+    )
+    assert deployment.apis["BrokerApi"].routes == {"POST /v1/token": (10.0, 20)}
 
     # What was created is there, as the template says.
     admin = session()

@@ -375,6 +375,9 @@ EXPECTED_OUTPUTS = {
     "DomainName": "<CodeArtifact.Outputs.DomainName>",
     "PrivateRepositoryName": "<CodeArtifact.Outputs.PrivateRepositoryName>",
     "RulesParameterName": "/cabroker/cabroker/rules",
+    "DashboardUrl": (
+        "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=<Dashboard>"
+    ),
 }
 
 
