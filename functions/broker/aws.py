@@ -21,16 +21,21 @@ else:
     CodeArtifactClient = STSClient = CredentialsTypeDef = Any
 
 
+def client_config(settings: Settings) -> Config:
+    """Every AWS client's configuration: adaptive retries, short timeouts (settings)."""
+    return Config(
+        # total_max_attempts counts the first try ("max_attempts" would count retries only).
+        retries={"mode": "adaptive", "total_max_attempts": settings.aws_max_attempts},
+        connect_timeout=settings.aws_connect_timeout_seconds,
+        read_timeout=settings.aws_read_timeout_seconds,
+        user_agent_extra="cabroker",
+    )
+
+
 class Clients:
     def __init__(self, settings: Settings) -> None:
         self._session = boto3.session.Session(region_name=settings.region)
-        self._config = Config(
-            # total_max_attempts counts the first try ("max_attempts" would count retries only).
-            retries={"mode": "adaptive", "total_max_attempts": settings.aws_max_attempts},
-            connect_timeout=settings.aws_connect_timeout_seconds,
-            read_timeout=settings.aws_read_timeout_seconds,
-            user_agent_extra="cabroker",
-        )
+        self._config = client_config(settings)
         self.sts: STSClient = self._session.client("sts", config=self._config)
 
     def codeartifact(self, credentials: CredentialsTypeDef) -> CodeArtifactClient:

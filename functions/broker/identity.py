@@ -14,6 +14,7 @@ and served stale for a bounded time when the issuer cannot be reached.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import threading
 import time
@@ -87,13 +88,27 @@ def http_fetcher(timeout: float) -> FetchJson:
         if not _allowed_fetch_url(url):
             raise FetchError(f"{url} is neither https:// nor http:// on a loopback host")
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
+        # A total deadline, not only a per-read one: an issuer trickling bytes cannot hold a
+        # request longer than about twice the timeout (the last read may block for one).
+        deadline = time.monotonic() + timeout
         try:
             with opener.open(request, timeout=timeout) as response:
-                raw = response.read(MAX_DOCUMENT_BYTES + 1)
+                chunks: list[bytes] = []
+                size = 0
+                while size <= MAX_DOCUMENT_BYTES:
+                    if time.monotonic() > deadline:
+                        raise FetchError(f"{url} took longer than {timeout} s to answer")
+                    chunk = response.read1(MAX_DOCUMENT_BYTES + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                raw = b"".join(chunks)
         except urllib.error.HTTPError as exc:
             raise FetchError(f"{url} answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise FetchError(f"{url} is unreachable: {exc}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a reply that is not HTTP, a cut-off chunked body, a huge header.
+            raise FetchError(f"{url} is unreachable or not speaking HTTP: {exc!r}") from None
         if len(raw) > MAX_DOCUMENT_BYTES:
             raise FetchError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
         try:
@@ -185,6 +200,7 @@ class IssuerKeys:
                 key is None
                 and not refreshed
                 and now - state.last_forced_refresh >= self._min_refresh
+                and now >= state.retry_not_before  # a failing issuer is not asked twice
             ):
                 # An unknown kid may mean the issuer rotated its keys: look once, then not
                 # again for a while, so unknown kids cannot make us hammer the issuer.

@@ -12,11 +12,15 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 from .problems import RulesUnavailable
 from .rules import RulesError, RuleSet, parse
+
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 logger = Logger(service="cabroker", child=True)
 
@@ -114,10 +118,19 @@ def file_loader(path: str) -> Loader:
     return load
 
 
-def ssm_loader(name: str, max_age: int) -> Loader:
-    """Read an SSM parameter through Powertools Parameters (cached for ``max_age`` seconds)."""
+def ssm_loader(name: str, max_age: int, config: Config | None = None) -> Loader:
+    """Read an SSM parameter through Powertools Parameters (cached for ``max_age`` seconds),
+    with the broker's bounded timeouts and retries (``config``), not botocore's 60 s default."""
     from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.base import (  # type: ignore[attr-defined]
+        DEFAULT_PROVIDERS,
+    )
     from botocore.exceptions import BotoCoreError
+
+    # Powertools' shared SSM provider, made here (unless one exists already: tests put theirs
+    # there) so that it uses the broker's bounded timeouts and retries.
+    if "ssm" not in DEFAULT_PROVIDERS:
+        DEFAULT_PROVIDERS["ssm"] = parameters.SSMProvider(boto_config=config)
 
     def load() -> str:
         try:

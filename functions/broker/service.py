@@ -84,7 +84,9 @@ class Broker:
             loader, description = file_loader(settings.rules_file), settings.rules_file
         else:
             parameter = settings.rules_parameter or ""  # Settings guarantees one of the two
-            loader = ssm_loader(parameter, settings.rules_cache_seconds)
+            from .aws import client_config
+
+            loader = ssm_loader(parameter, settings.rules_cache_seconds, client_config(settings))
             description = f"ssm:{parameter}"
         source = RulesSource(loader, description, check=lambda rules: check_fits(rules, domain))
         keys = IssuerKeys(
