@@ -60,26 +60,11 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders  # noqa: E402 - after t
 from broker import aws, service  # noqa: E402
 from broker.problems import BrokerError  # noqa: E402
 from broker.settings import Settings  # noqa: E402
+from devstack.gateway import TokenBucket  # noqa: E402 - the same token bucket as the gateway
 from tests.support.oidc import IssuerServer, private_key  # noqa: E402
 
 CODEARTIFACT_TPS = 40  # GetAuthorizationToken, per account and region (CodeArtifact quotas)
 LATENCY = {"AssumeRole": 0.030, "GetAuthorizationToken": 0.045, "GetRepositoryEndpoint": 0.030}
-
-
-class Bucket:
-    def __init__(self, rate: float) -> None:
-        self.rate, self.tokens, self.last = rate, rate, time.monotonic()
-        self.lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False
 
 
 @dataclass
@@ -88,7 +73,9 @@ class SimulatedAws:
 
     attempts: Counter[str] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
-    bucket: Bucket = field(default_factory=lambda: Bucket(CODEARTIFACT_TPS))
+    bucket: TokenBucket = field(
+        default_factory=lambda: TokenBucket(CODEARTIFACT_TPS, CODEARTIFACT_TPS)
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, request: Any, operation: str) -> AWSResponse:
