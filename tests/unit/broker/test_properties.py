@@ -145,7 +145,8 @@ LOOKALIKES = {
     "\u00df": "\u1e9e", "\u03a9": "\u2126", "\u0430": "a", "\u0435": "e", "\u043e": "o",
     "\u0440": "p", "\u0441": "c",
 }  # fmt: skip
-WHITESPACE = [" ", "\t", "\n", "\r\n", "\u00a0", "\u2003", "\u3000", "\u200b", "\ufeff"]
+# A trailing newline first: "$" in a regular expression would let it through.
+WHITESPACE = ["\n", " ", "\t", "\r\n", "\u00a0", "\u2003", "\u3000", "\u200b", "\ufeff"]
 EDITS = ["insert", "delete", "substitute", "case", "prefix", "suffix", "whitespace", "lookalike"]
 
 
@@ -177,7 +178,7 @@ def near_miss(draw: st.DrawFn, value: str, literal: list[bool]) -> tuple[str, st
         return edit, value + draw(st.text(char, min_size=1, max_size=3))
     if edit == "whitespace":
         space = draw(st.sampled_from(WHITESPACE))
-        side = draw(st.sampled_from(["before", "after", "both"]))
+        side = draw(st.sampled_from(["after", "before", "both"]))
         before, after = (space if side != "after" else ""), (space if side != "before" else "")
         return edit, before + value + after
     if edit == "case":
@@ -499,8 +500,12 @@ def test_a_session_policy_allows_nothing_outside_its_grant(
             label="actions",
         )
         service = data.draw(SERVICES, label="sts:AWSServiceName")
+        granted = grant.duration_seconds
         duration = data.draw(
-            st.one_of(st.integers(0, 100_000), st.just(grant.duration_seconds)),
+            st.one_of(
+                st.sampled_from([granted, granted + 1, granted - 1, 43200, 43201, 0]),
+                st.integers(0, 100_000),
+            ),
             label="sts:DurationSeconds",
         )
         context = {"sts:AWSServiceName": service, "sts:DurationSeconds": str(duration)}
@@ -516,8 +521,9 @@ def test_a_session_policy_allows_nothing_outside_its_grant(
     tally.report(capsys)
     with capsys.disabled():
         print(f"[hypothesis]   (action, resource) decisions checked: {decisions}")
-    assert tally.outcomes["publish"] >= 30
-    assert tally.outcomes["read"] >= 30
+    # Both kinds of grant are well represented (the split depends on the drawn examples).
+    assert tally.outcomes["publish"] >= 20
+    assert tally.outcomes["read"] >= 20
     assert decisions["permitted"] > 500
     assert decisions["refused"] > 10 * decisions["permitted"]
 
