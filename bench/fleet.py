@@ -212,11 +212,12 @@ def main() -> int:
     parser.add_argument("--repos", type=int, default=100)
     parser.add_argument("--spread", type=float, default=10.0)
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
     server = IssuerServer()
     github = server.add("github", "codeartifact-broker")
     github.keys = {"gh-1": private_key("gh-1")}
-    rows: list[str] = []
+    rows: list[dict[str, Any]] = []
     with server.running(), tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(
@@ -249,20 +250,36 @@ def main() -> int:
             with contextlib.redirect_stdout(io.StringIO()):  # the broker's EMF metric lines
                 result = simulate(settings, burst, count)
             attempts = result["attempts"]
-            gat = attempts["GetAuthorizationToken"]
             rows.append(
-                f"  N={count:<3} GetAuthorizationToken {gat:5d} attempts "
-                f"({result['throttled']:4d} throttled, {gat / distinct:4.1f} per grant)  "
-                f"AssumeRole {attempts['AssumeRole']:5d}  "
-                f"errors {dict(result['errors']) or 0}  p50 {result['p50']:6.1f} ms  "
-                f"p99 {result['p99']:7.1f} ms"
+                {
+                    "cache": "per-instance",
+                    "instances": count,
+                    "get_authorization_token": attempts["GetAuthorizationToken"],
+                    "throttled": result["throttled"],
+                    "per_grant": attempts["GetAuthorizationToken"] / distinct,
+                    "assume_role": attempts["AssumeRole"],
+                    "errors": dict(result["errors"]),
+                    "p50_ms": result["p50"],
+                    "p99_ms": result["p99"],
+                }
             )
+    if args.json:
+        figures = {"jobs": args.jobs, "repos": args.repos, "spread_seconds": args.spread}
+        print(json.dumps({**figures, "distinct_grants": distinct, "rows": rows}))
+        return 0
     print(
         f"fleet: {args.jobs} CI jobs from {args.repos} repositories ({distinct} distinct grants) "
         f"within {args.spread:.0f} s; CodeArtifact allows {CODEARTIFACT_TPS} "
-        "GetAuthorizationToken/s; per-instance token cache only"
+        "GetAuthorizationToken/s"
     )
-    print("\n".join(rows))
+    for row in rows:
+        print(
+            f"  {row['cache']:<12} N={row['instances']:<3} GetAuthorizationToken "
+            f"{row['get_authorization_token']:5d} attempts ({row['throttled']:4d} throttled, "
+            f"{row['per_grant']:4.1f} per grant)  AssumeRole {row['assume_role']:5d}  "
+            f"errors {row['errors'] or 0}  p50 {row['p50_ms']:6.1f} ms  "
+            f"p99 {row['p99_ms']:7.1f} ms"
+        )
     return 0
 
 
