@@ -7,12 +7,14 @@
   ID tokens are verified for real (RS256) against a local issuer;
 - the size of the built function package, when ``sam build`` has run.
 
-Run: ``make bench`` (or ``.venv/bin/python bench/broker_request.py --requests 1000``).
+Run: ``.venv/bin/python bench/broker_request.py [--requests 1000] [--import-runs 7] [--json]``;
+``make bench`` runs it (``--json``) for its one table (``bench/report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -23,6 +25,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,41 +143,89 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
             return [timed(t) for t in tokens]
 
         cached_token = github.mint(**claims)
-        run(lambda i: cached_token, 50)  # warm: JWKS fetched, endpoint cached, first mint
-        results["token, cache hit"] = percentiles(run(lambda i: cached_token, requests))
-        results["token, cache miss (mint)"] = percentiles(
-            run(lambda i: github.mint(sub=f"subject-{i}", **claims), requests)
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the broker's EMF metric lines
+            run(lambda i: cached_token, 50)  # warm: JWKS fetched, endpoint cached, first mint
+            results["token, cache hit"] = percentiles(run(lambda i: cached_token, requests))
+            results["token, cache miss (mint)"] = percentiles(
+                run(lambda i: github.mint(sub=f"subject-{i}", **claims), requests)
+            )
         service.use(None)
     return results
 
 
-def package_size() -> str:
-    build = ROOT / ".aws-sam" / "build" / "BrokerFunction"
-    if not build.is_dir():
-        return "n/a (run `make build` first)"
-    files = [f for f in build.rglob("*") if f.is_file()]
-    total = sum(f.stat().st_size for f in files)
+BUILD = ROOT / ".aws-sam" / "build" / "BrokerFunction"  # where `sam build` (make build) puts it
+
+
+def package_bytes() -> dict[str, Any] | None:
+    """The built package's size unzipped and zipped (deflate, as ``sam deploy`` uploads it),
+    when it was built and whether ``functions/`` changed since; None when ``sam build`` has not
+    run."""
+    if not BUILD.is_dir():
+        return None
+    files = [f for f in BUILD.rglob("*") if f.is_file()]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for f in files:
-            archive.write(f, f.relative_to(build))
-    return f"{total / 1e6:.1f} MB unzipped, {buffer.tell() / 1e6:.1f} MB zipped"
+            archive.write(f, f.relative_to(BUILD))
+    built = BUILD.stat().st_mtime
+    sources = (ROOT / "functions").rglob("*")
+    stale = any(f.stat().st_mtime > built for f in sources if "__pycache__" not in f.parts)
+    return {
+        "path": str(BUILD.relative_to(ROOT)),
+        "unzipped_bytes": sum(f.stat().st_size for f in files),
+        "zipped_bytes": buffer.tell(),
+        "built_at": datetime.fromtimestamp(built, UTC).isoformat(timespec="seconds"),
+        "stale": stale,
+    }
+
+
+def package_size() -> str:
+    package = package_bytes()
+    if package is None:
+        return "n/a (run `make build` first)"
+    unzipped, zipped = package["unzipped_bytes"], package["zipped_bytes"]
+    return f"{unzipped / 1e6:.1f} MB unzipped, {zipped / 1e6:.1f} MB zipped"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
 
-    rows: list[tuple[str, Any]] = []
+    imports: dict[str, dict[str, float]] = {}
     for tracing in (False, True):
         import_ms, wall_ms = cold_import(args.import_runs, tracing)
-        label = "tracing on" if tracing else "tracing off"
+        imports["tracing_on" if tracing else "tracing_off"] = {
+            "import_ms": import_ms,
+            "wall_ms": wall_ms,
+        }
+    times = request_times(args.requests)
+    if args.json:
+        hit, miss = times["token, cache hit"], times["token, cache miss (mint)"]
+        print(
+            json.dumps(
+                {
+                    "python": sys.version.split()[0],
+                    "requests": args.requests,
+                    "import_runs": args.import_runs,
+                    "cold_import": imports,
+                    "request_ms": {
+                        "cache_hit": {"p50": hit[0], "p99": hit[1]},
+                        "cache_miss": {"p50": miss[0], "p99": miss[1]},
+                    },
+                    "package": package_bytes(),
+                }
+            )
+        )
+        return
+
+    rows: list[tuple[str, Any]] = []
+    for key, label in (("tracing_off", "tracing off"), ("tracing_on", "tracing on")):
+        import_ms, wall_ms = imports[key]["import_ms"], imports[key]["wall_ms"]
         rows.append((f"cold import of broker.app, {label} (median)", f"{import_ms:.0f} ms"))
         rows.append((f"python -c 'import broker.app', {label} (wall)", f"{wall_ms:.0f} ms"))
-    times = request_times(args.requests)
     for name, (p50, p99) in times.items():
         rows.append((f"{name}, {args.requests} requests", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"))
     rows.append(("built function package", package_size()))

@@ -8,12 +8,14 @@
   the same stand-in, the tool people use today.
 
 Each is a fresh process, run N times; median and slowest are printed.
-Run: ``.venv/bin/python bench/client_env.py [--runs 10]``.
+Run: ``.venv/bin/python bench/client_env.py [--runs 10] [--json]``; ``make bench`` runs it
+(``--json``) for its one table (``bench/report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -22,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
@@ -32,6 +35,7 @@ from devstack.tools import Devstack as Running  # noqa: E402
 
 BIN = Path(sys.executable).parent
 AWS = ROOT / ".venv-awscli" / "bin" / "aws"
+MODULES = ("cabroker.cli", "cabroker.keyring_backend")
 
 
 def timed(
@@ -62,21 +66,23 @@ def import_ms(module: str, runs: int) -> float:
     return statistics.median(totals)
 
 
-def summary(samples: list[float]) -> str:
-    return f"median {statistics.median(samples):7.1f} ms   slowest {max(samples):7.1f} ms"
+def stats(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "slowest": max(samples)}
+
+
+def summary(figures: dict[str, float]) -> str:
+    return f"median {figures['median']:7.1f} ms   slowest {figures['slowest']:7.1f} ms"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
-    rows = [
-        ("import cabroker.cli", f"{import_ms('cabroker.cli', args.runs):.1f} ms"),
-        (
-            "import cabroker.keyring_backend",
-            f"{import_ms('cabroker.keyring_backend', args.runs):.1f} ms",
-        ),
-    ]
+    figures: dict[str, Any] = {
+        "runs": args.runs,
+        "import_ms": {m: import_ms(m, args.runs) for m in MODULES},
+    }
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
         options = Options(
@@ -123,10 +129,9 @@ def main() -> int:
                 claims = {**ENGINEER_CLAIMS, "sub": f"alice-{next(serial)}"}
                 jwt.write_text(running.id_token("corp", {**claims, "exp": int(time.time()) + 3600}))
 
-            cold = [timed(command, env, forget) for _ in range(args.runs)]
-            warm = [timed(command, env) for _ in range(args.runs)]
-            rows.append(("cabroker env, cold (new subject: broker mints)", summary(cold)))
-            rows.append(("cabroker env, warm cache", summary(warm)))
+            figures["env_cold_ms"] = stats([timed(command, env, forget) for _ in range(args.runs)])
+            figures["env_warm_ms"] = stats([timed(command, env) for _ in range(args.runs)])
+            figures["aws_login_ms"] = None  # skipped: no AWS CLI (make venv-awscli)
             if AWS.exists():
                 aws_env = {
                     **env,
@@ -142,16 +147,22 @@ def main() -> int:
                     "--repository", state["repositories"]["private"],
                     "--endpoint-url", state["aws_endpoint_url"],
                 ]  # fmt: skip
-                rows.append(
-                    (
-                        "aws codeartifact login --tool pip",
-                        summary([timed(login, aws_env) for _ in range(args.runs)]),
-                    )
-                )
-            else:
-                rows.append(("aws codeartifact login --tool pip", "skipped: make venv-awscli"))
+                figures["aws_login_ms"] = stats([timed(login, aws_env) for _ in range(args.runs)])
         finally:
             stack.stop()
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    rows = [(f"import {m}", f"{ms:.1f} ms") for m, ms in figures["import_ms"].items()]
+    rows.append(("cabroker env, cold (new subject: broker mints)", summary(figures["env_cold_ms"])))
+    rows.append(("cabroker env, warm cache", summary(figures["env_warm_ms"])))
+    login_ms = figures["aws_login_ms"]
+    rows.append(
+        (
+            "aws codeartifact login --tool pip",
+            summary(login_ms) if login_ms else "skipped: make venv-awscli",
+        )
+    )
     width = max(len(name) for name, _ in rows)
     print(f"client: {args.runs} fresh processes each")
     for name, value in rows:

@@ -13,12 +13,15 @@ with it applied (what a deployed API with the default ThrottlingRateLimit would 
 
 Also prints the devstack's start time and the time ``make demo``'s story takes.
 
-Run: ``.venv/bin/python bench/devstack_tokens.py [--requests 400] [--clients 4]``.
+Run: ``.venv/bin/python bench/devstack_tokens.py [--requests 400] [--clients 4]
+[--skip throttled demo] [--json]``; ``make bench`` runs it (``--json``) for its one table
+(``bench/report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
@@ -78,8 +82,20 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=["throttled", "demo"],
+        help="leave out the throttled run or the demo story (each starts its own devstack)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
-    rows: list[tuple[str, str]] = []
+    figures: dict[str, Any] = {
+        "requests": args.requests,
+        "clients": args.clients,
+        "instances": args.instances,
+    }
 
     def options(work: Path, *, throttle: bool) -> Options:
         return Options(
@@ -106,41 +122,59 @@ def main() -> int:
             tokens = tokens_for(running, args.requests, distinct)
             measure(state, tokens[:20], args.clients)  # warm both instances
             rps, p50, p99, statuses = measure(state, tokens, args.clients)
-            rows.append(
-                (
-                    f"POST /v1/token, {label}, no throttling",
-                    f"{rps:6.0f} req/s   p50 {p50:5.1f} ms   p99 {p99:6.1f} ms   {statuses}",
-                )
-            )
+            figures[label] = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "statuses": statuses}
 
     def throttled(stack: Devstack, state: dict[str, object]) -> None:
         running = Running(dict(state))
         tokens = tokens_for(running, args.requests, True)
         rps, _p50, _p99, statuses = measure(state, tokens, args.clients)
         served = rps * statuses.get(200, 0) / len(tokens)
-        rows.append(
-            (
-                "POST /v1/token, uncached, template throttling",
-                f"{served:6.0f} req/s served of {rps:.0f} sent   {statuses}",
-            )
-        )
+        figures["throttled"] = {"served_rps": served, "sent_rps": rps, "statuses": statuses}
 
     def story(stack: Devstack, state: dict[str, object]) -> None:
         started = time.perf_counter()
         passed = run_story(Running(dict(state)), lambda line: None)
+        figures["demo"] = {"seconds": time.perf_counter() - started, "passed": passed}
+
+    with tempfile.TemporaryDirectory() as work:
+        figures["start_seconds"] = with_stack(options(Path(work) / "a", throttle=False), capacity)
+        if "throttled" not in args.skip:
+            with_stack(options(Path(work) / "b", throttle=True), throttled)
+        if "demo" not in args.skip:
+            with_stack(options(Path(work) / "c", throttle=True), story)
+
+    if args.json:
+        print(json.dumps(figures))  # status codes become strings (JSON object keys)
+        return 0
+    rows = [
+        (f"devstack start ({args.instances} broker instances)", f"{figures['start_seconds']:.1f} s")
+    ]
+    for label in ("uncached", "cached"):
+        f = figures[label]
+        rows.append(
+            (
+                f"POST /v1/token, {label}, no throttling",
+                f"{f['rps']:6.0f} req/s   p50 {f['p50_ms']:5.1f} ms   p99 {f['p99_ms']:6.1f} ms   "
+                f"{f['statuses']}",
+            )
+        )
+    if "throttled" in figures:
+        f = figures["throttled"]
+        rows.append(
+            (
+                "POST /v1/token, uncached, template throttling",
+                f"{f['served_rps']:6.0f} req/s served of {f['sent_rps']:.0f} sent   "
+                f"{f['statuses']}",
+            )
+        )
+    if "demo" in figures:
+        f = figures["demo"]
         rows.append(
             (
                 "demo story (real pip, twine, uv)",
-                f"{time.perf_counter() - started:.1f} s" + ("" if passed else " (FAILED)"),
+                f"{f['seconds']:.1f} s" + ("" if f["passed"] else " (FAILED)"),
             )
         )
-
-    with tempfile.TemporaryDirectory() as work:
-        up = with_stack(options(Path(work) / "a", throttle=False), capacity)
-        rows.insert(0, (f"devstack start ({args.instances} broker instances)", f"{up:.1f} s"))
-        with_stack(options(Path(work) / "b", throttle=True), throttled)
-        with_stack(options(Path(work) / "c", throttle=True), story)
-
     width = max(len(name) for name, _ in rows)
     print(f"devstack: {args.requests} requests from {args.clients} client threads")
     for name, value in rows:
