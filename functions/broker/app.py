@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import service
+from . import deadline, service
 from .problems import BrokerError, MethodNotAllowed, NotFound, problem_response
 from .tracing import traced
 from .web import bearer_token, json_body
@@ -125,7 +125,18 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     service.prepare()
 
 
+def time_left(context: object) -> float | None:
+    """The seconds this invocation may work: Lambda's remaining time less the margin for
+    answering (deadline.MARGIN_SECONDS); None for a context that does not say (a fake)."""
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining_ms):
+        return None
+    return float(remaining_ms()) / 1000 - deadline.MARGIN_SECONDS
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @traced
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    # Answer before Lambda stops the function: every wait on a dependency works to this.
+    with deadline.scope(time_left(context)):
+        return app.resolve(event, context)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import jwt
 from aws_lambda_powertools import Logger
 
+from . import deadline
 from .problems import InvalidToken, IssuerUnavailable
 from .rules import LOOPBACK_HOSTS, Issuer, RuleSet
 
@@ -72,6 +73,10 @@ class FetchError(Exception):
     """An issuer document could not be fetched or is not usable."""
 
 
+class OutOfTime(FetchError):
+    """The request's deadline left no time to fetch (says nothing about the issuer)."""
+
+
 # --------------------------------------------------------------------------- fetching
 
 
@@ -81,23 +86,31 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def http_fetcher(timeout: float) -> FetchJson:
-    """A small JSON-over-HTTP(S) GET with a timeout, a size cap and no redirects."""
+    """A small JSON-over-HTTP(S) GET with a timeout, a size cap and no redirects.
+
+    Within a request's deadline (:mod:`broker.deadline`) a fetch gets at most half the time
+    left, since it may take about twice its timeout; with no time left it does not start.
+    """
     opener = urllib.request.build_opener(_NoRedirects)
 
     def fetch(url: str) -> Mapping[str, Any]:
         if not _allowed_fetch_url(url):
             raise FetchError(f"{url} is neither https:// nor http:// on a loopback host")
+        left = deadline.remaining()
+        if left is not None and left < 2 * deadline.FLOOR_SECONDS:
+            raise OutOfTime(f"no time was left to fetch {url}")
+        wait = deadline.bounded(2 * timeout) / 2  # the timeout, or half the time left
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
         # A total deadline, not only a per-read one: an issuer trickling bytes cannot hold a
-        # request longer than about twice the timeout (the last read may block for one).
-        deadline = time.monotonic() + timeout
+        # request longer than about twice the wait (the last read may block for one).
+        answer_by = time.monotonic() + wait
         try:
-            with opener.open(request, timeout=timeout) as response:
+            with opener.open(request, timeout=wait) as response:
                 chunks: list[bytes] = []
                 size = 0
                 while size <= MAX_DOCUMENT_BYTES:
-                    if time.monotonic() > deadline:
-                        raise FetchError(f"{url} took longer than {timeout} s to answer")
+                    if time.monotonic() > answer_by:
+                        raise FetchError(f"{url} took longer than {wait:.2f} s to answer")
                     chunk = response.read1(MAX_DOCUMENT_BYTES + 1 - size)
                     if not chunk:
                         break
@@ -233,7 +246,8 @@ class IssuerKeys:
             state.keyset = _KeySet(keys=self._download(issuer), fetched_at=now)
             return state.keyset
         except (FetchError, ValueError, TypeError, KeyError) as exc:
-            state.retry_not_before = now + FAILURE_BACKOFF_SECONDS
+            if not isinstance(exc, OutOfTime):  # a request out of time says nothing of the issuer
+                state.retry_not_before = now + FAILURE_BACKOFF_SECONDS
             if stale is not None and usable_stale:
                 logger.warning(
                     "serving stale issuer keys",

@@ -120,17 +120,22 @@ def file_loader(path: str) -> Loader:
 
 def ssm_loader(name: str, max_age: int, config: Config | None = None) -> Loader:
     """Read an SSM parameter through Powertools Parameters (cached for ``max_age`` seconds),
-    with the broker's bounded timeouts and retries (``config``), not botocore's 60 s default."""
+    with the broker's bounded timeouts and retries (``config``), not botocore's 60 s default,
+    and within the request's deadline."""
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters.base import (  # type: ignore[attr-defined]
         DEFAULT_PROVIDERS,
     )
     from botocore.exceptions import BotoCoreError
 
+    from .aws import with_deadline
+
     # Powertools' shared SSM provider, made here (unless one exists already: tests put theirs
-    # there) so that it uses the broker's bounded timeouts and retries.
+    # there) so that it uses the broker's bounded timeouts and retries, and the deadline.
     if "ssm" not in DEFAULT_PROVIDERS:
-        DEFAULT_PROVIDERS["ssm"] = parameters.SSMProvider(boto_config=config)
+        provider = parameters.SSMProvider(boto_config=config)
+        with_deadline(provider.client)
+        DEFAULT_PROVIDERS["ssm"] = provider
 
     def load() -> str:
         try:

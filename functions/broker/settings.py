@@ -43,8 +43,8 @@ class Settings:
     token_cache_size: int = 1024
     endpoint_cache_seconds: int = 3600
     aws_max_attempts: int = 3
-    aws_connect_timeout_seconds: float = 2.0
-    aws_read_timeout_seconds: float = 5.0
+    aws_connect_timeout_seconds: float = 1.0
+    aws_read_timeout_seconds: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -74,9 +74,9 @@ class Settings:
             endpoint_cache_seconds=_int(env, "BROKER_ENDPOINT_CACHE_SECONDS", 3600, 0, 86400),
             aws_max_attempts=_int(env, "BROKER_AWS_MAX_ATTEMPTS", 3, 1, 10),
             aws_connect_timeout_seconds=_float(
-                env, "BROKER_AWS_CONNECT_TIMEOUT_SECONDS", 2.0, 0.1, 30.0
+                env, "BROKER_AWS_CONNECT_TIMEOUT_SECONDS", 1.0, 0.1, 30.0
             ),
-            aws_read_timeout_seconds=_float(env, "BROKER_AWS_READ_TIMEOUT_SECONDS", 5.0, 0.1, 60.0),
+            aws_read_timeout_seconds=_float(env, "BROKER_AWS_READ_TIMEOUT_SECONDS", 3.0, 0.1, 60.0),
         )
 
 

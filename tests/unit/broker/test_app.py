@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from botocore.stub import Stubber
 
 from tests.conftest import GITHUB_CLAIMS, RULES, Answer, StsRecorder
 from tests.support.codeartifact import FakeCodeArtifact
+from tests.support.events import Context, http_event
+from tests.support.faults import DeadlineContext
 from tests.support.oidc import (
     IssuerServer,
     LocalIssuer,
@@ -693,3 +696,67 @@ def test_cold_start_with_bad_settings_does_not_crash_the_import(
         service.use(None)
         monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
         importlib.reload(app)
+
+
+# --------------------------------------------------------------------------- the deadline
+
+
+@dataclass
+class ContextWithoutTime:
+    """A Lambda context as some stand-ins pass it: no get_remaining_time_in_millis."""
+
+    function_name: str = "broker"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:broker"
+    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("make_context", "expected"),
+    [
+        pytest.param(lambda: DeadlineContext(remaining_ms=3000), 3.0, id="3 s left"),
+        pytest.param(Context, 10.0, id="the template's Timeout"),
+        pytest.param(ContextWithoutTime, None, id="a context that does not say"),
+    ],
+)
+def test_the_handler_works_to_the_lambda_deadline_less_the_margin(
+    broker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    make_context: Callable[[], object],
+    expected: float | None,
+) -> None:
+    from broker import app, deadline, service
+
+    seen: list[float | None] = []
+    config = service.Broker.config
+
+    def observed(self: service.Broker) -> dict[str, Any]:
+        seen.append(deadline.remaining())
+        return config(self)
+
+    monkeypatch.setattr(service.Broker, "config", observed)
+    raw = app.handler(http_event("GET", "/v1/config"), make_context())  # type: ignore[arg-type]
+    assert raw["statusCode"] == 200
+    if expected is None:
+        assert seen == [None]
+    else:
+        left = seen[0]
+        assert left is not None
+        assert expected - deadline.MARGIN_SECONDS - 0.2 < left <= expected - deadline.MARGIN_SECONDS
+    assert deadline.remaining() is None  # the scope ends with the invocation
+
+
+def test_a_request_with_no_time_left_is_a_503_problem_and_no_aws_call(
+    call: Call, github_token: str, sts_calls: StsRecorder, codeartifact: FakeCodeArtifact
+) -> None:
+    from broker import app
+
+    assert call("GET", "/v1/config").status == 200  # rules loaded; no issuer keys yet
+    no_time = DeadlineContext(remaining_ms=0)
+    event = http_event("POST", "/v1/token", token=github_token)
+    raw = app.handler(event, no_time)  # type: ignore[arg-type]
+    assert raw["statusCode"] == 503
+    assert raw["headers"]["Content-Type"] == "application/problem+json"
+    assert raw["headers"]["Retry-After"] == "5"
+    assert json.loads(raw["body"])["type"] == "urn:cabroker:problem:issuer-unavailable"
+    assert_no_aws_call(sts_calls, codeartifact)

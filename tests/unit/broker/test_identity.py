@@ -3,14 +3,17 @@ stale-if-error, failure back-off, and which keys are usable for which algorithm.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from broker.identity import FetchError, IssuerKeys, http_fetcher
+from broker import deadline
+from broker.identity import FetchError, IssuerKeys, OutOfTime, http_fetcher
 from broker.problems import InvalidToken, IssuerUnavailable
 from broker.rules import Issuer
+from tests.support.faults import FaultyIssuer, JwksFault
 from tests.support.oidc import private_key, public_jwk
 
 ISSUER = Issuer(name="corp", url="https://login.example.com", audience="cabroker")
@@ -234,3 +237,68 @@ def test_an_https_issuer_cannot_point_the_jwks_at_loopback_http(
     with pytest.raises(IssuerUnavailable):
         keys.key(ISSUER, "a", "RS256")
     assert all("127.0.0.1" not in url for url in idp.fetches)
+
+
+# --------------------------------------------------------------------------- the deadline
+
+
+def test_http_fetcher_does_not_start_without_time_left() -> None:
+    with FaultyIssuer().running() as issuer:
+        fetch = http_fetcher(3.0)
+        with deadline.scope(0.0), pytest.raises(OutOfTime, match="no time was left"):
+            fetch(issuer.url + "/.well-known/openid-configuration")
+        assert issuer.discovery_requests == 0
+
+
+@pytest.mark.parametrize("fault", ["slow", "trickle"])
+def test_http_fetcher_gives_up_within_the_time_left(fault: JwksFault) -> None:
+    with FaultyIssuer().running() as issuer:
+        issuer.fault, issuer.delay = fault, 2.0
+        fetch = http_fetcher(3.0)  # left alone: up to about 6 s
+        started = time.monotonic()
+        with deadline.scope(0.4), pytest.raises(FetchError):
+            fetch(issuer.url + "/jwks")
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.4, f"{elapsed:.2f} s with 0.4 s left"
+
+
+def test_http_fetcher_keeps_its_timeout_with_time_to_spare() -> None:
+    with FaultyIssuer().running() as issuer:
+        issuer.fault, issuer.delay = "slow", 0.3
+        fetch = http_fetcher(1.0)
+        with deadline.scope(30.0):
+            assert "keys" in fetch(issuer.url + "/jwks")
+
+
+def within_the_deadline(idp: FakeIdP) -> Callable[[str], Mapping[str, Any]]:
+    """The fake IdP behind what http_fetcher does when the request has no time left."""
+
+    def fetch(url: str) -> Mapping[str, Any]:
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise OutOfTime(f"no time was left to fetch {url}")
+        return idp(url)
+
+    return fetch
+
+
+def test_a_request_out_of_time_does_not_mark_the_issuer_as_failing(idp: FakeIdP) -> None:
+    keys = IssuerKeys(
+        within_the_deadline(idp), ttl=600, min_refresh_interval=60, stale_if_error=3600
+    )
+    with deadline.scope(0.0), pytest.raises(IssuerUnavailable):
+        keys.key(ISSUER, "a", "RS256")
+    # The next request, with time, fetches at once: no failure back-off for the issuer.
+    assert keys.key(ISSUER, "a", "RS256") is not None
+    assert jwks_fetches(idp) == 1
+
+
+def test_a_request_out_of_time_is_served_stale_keys(idp: FakeIdP, clock: Clock) -> None:
+    keys = IssuerKeys(
+        within_the_deadline(idp), ttl=600, min_refresh_interval=60, stale_if_error=3600, clock=clock
+    )
+    keys.key(ISSUER, "a", "RS256")
+    clock.now += 601  # past the TTL: a refresh is due, and there is no time for it
+    with deadline.scope(0.0):
+        assert keys.key(ISSUER, "a", "RS256") is not None
+    assert jwks_fetches(idp) == 1
