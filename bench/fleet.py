@@ -8,6 +8,10 @@ so botocore's adaptive retries and the broker's error mapping are the real ones.
 every attempt and enforces CodeArtifact's quota of 40 GetAuthorizationToken calls per second per
 region (a token bucket): over it, the attempt gets ``ThrottlingException`` (HTTP 429).
 
+Each N runs twice: with the per-instance memory cache only, and with the shared cache
+(``broker.sharedcache``: DynamoDB and KMS, here moto's server on a local port, a fresh table
+for each run), per subject.
+
 The burst: JOBS CI jobs from REPOS repositories (distinct OIDC subjects), arriving uniformly
 within SPREAD seconds in real time; a job takes any idle instance (a queue), as Lambda does.
 Printed per N: GetAuthorizationToken attempts and how many were throttled, AssumeRole calls,
@@ -18,7 +22,7 @@ All N instances share this process's CPU (2 cores here), so latency includes con
 real fleet would not have; the AWS call counts and throttles are the figures that transfer.
 
 Run: ``.venv/bin/python bench/fleet.py [--jobs 1000] [--repos 100] [--spread 10]
-[--instances 1 10 50]``.
+[--instances 1 10 50] [--cache per-instance shared]``.
 """
 
 from __future__ import annotations
@@ -153,6 +157,43 @@ class SimulatedClients(aws.Clients):
         return self._hook(super().codeartifact(credentials))
 
 
+class SharedAws:
+    """moto's server for DynamoDB and KMS: the shared cache's table and key, new per run."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        # the broker's own clients (aws.Clients.client) find it through the standard variables
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = os.environ["AWS_ENDPOINT_URL_KMS"] = self.url
+        self._runs = 0
+
+    def fresh_table(self) -> dict[str, str]:
+        import boto3
+
+        self._runs += 1
+        table = f"fleet-{self._runs}"
+        boto3.client("dynamodb", endpoint_url=self.url, region_name="us-east-1").create_table(
+            TableName=table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        kms = boto3.client("kms", endpoint_url=self.url, region_name="us-east-1")
+        key = kms.create_key()["KeyMetadata"]["Arn"]
+        return {
+            "BROKER_CACHE_TABLE": table,
+            "BROKER_CACHE_KEY_ID": key,
+            "BROKER_SHARED_CACHE": "subject",
+        }
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
 @dataclass
 class Outcome:
     latencies: list[float] = field(default_factory=list)
@@ -212,6 +253,9 @@ def main() -> int:
     parser.add_argument("--repos", type=int, default=100)
     parser.add_argument("--spread", type=float, default=10.0)
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--cache", nargs="+", choices=["per-instance", "shared"], default=["per-instance", "shared"]
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
     server = IssuerServer()
@@ -227,15 +271,13 @@ def main() -> int:
             "    claims: {repository_owner: acme}\n"
             "    grant: {repository: internal, access: publish, packages: ['acme-*']}\n"
         )
-        settings = Settings.from_env(
-            {
-                "BROKER_RULES_FILE": str(rules),
-                "BROKER_ROLE_ARN": "arn:aws:iam::123456789012:role/TokenIssuerRole",
-                "BROKER_DOMAIN": "acme",
-                "BROKER_DOMAIN_OWNER": "111122223333",
-                "AWS_REGION": "us-east-1",
-            }
-        )
+        base = {
+            "BROKER_RULES_FILE": str(rules),
+            "BROKER_ROLE_ARN": "arn:aws:iam::123456789012:role/TokenIssuerRole",
+            "BROKER_DOMAIN": "acme",
+            "BROKER_DOMAIN_OWNER": "111122223333",
+            "AWS_REGION": "us-east-1",
+        }
         rng = random.Random(7)
         subjects = [f"repo:acme/app-{i}:ref:refs/heads/main" for i in range(args.repos)]
         minted = {
@@ -246,23 +288,32 @@ def main() -> int:
             (rng.uniform(0, args.spread), minted[rng.choice(subjects)]) for _ in range(args.jobs)
         )
         distinct = len({token for _, token in burst})
-        for count in args.instances:
-            with contextlib.redirect_stdout(io.StringIO()):  # the broker's EMF metric lines
-                result = simulate(settings, burst, count)
-            attempts = result["attempts"]
-            rows.append(
-                {
-                    "cache": "per-instance",
-                    "instances": count,
-                    "get_authorization_token": attempts["GetAuthorizationToken"],
-                    "throttled": result["throttled"],
-                    "per_grant": attempts["GetAuthorizationToken"] / distinct,
-                    "assume_role": attempts["AssumeRole"],
-                    "errors": dict(result["errors"]),
-                    "p50_ms": result["p50"],
-                    "p99_ms": result["p99"],
-                }
-            )
+        shared_aws = SharedAws() if "shared" in args.cache else None
+        try:
+            for cache in args.cache:
+                for count in args.instances:
+                    env = dict(base)
+                    if cache == "shared" and shared_aws is not None:
+                        env.update(shared_aws.fresh_table())
+                    with contextlib.redirect_stdout(io.StringIO()):  # the broker's EMF lines
+                        result = simulate(Settings.from_env(env), burst, count)
+                    attempts = result["attempts"]
+                    rows.append(
+                        {
+                            "cache": cache,
+                            "instances": count,
+                            "get_authorization_token": attempts["GetAuthorizationToken"],
+                            "throttled": result["throttled"],
+                            "per_grant": attempts["GetAuthorizationToken"] / distinct,
+                            "assume_role": attempts["AssumeRole"],
+                            "errors": dict(result["errors"]),
+                            "p50_ms": result["p50"],
+                            "p99_ms": result["p99"],
+                        }
+                    )
+        finally:
+            if shared_aws is not None:
+                shared_aws.stop()
     if args.json:
         figures = {"jobs": args.jobs, "repos": args.repos, "spread_seconds": args.spread}
         print(json.dumps({**figures, "distinct_grants": distinct, "rows": rows}))

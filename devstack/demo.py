@@ -30,6 +30,7 @@ CI_CLAIMS = {
     "ref": "refs/heads/main",
 }
 ENGINEER_CLAIMS = {"sub": "alice", "email": "alice@acme.example", "groups": ["engineering"]}
+EXPIRING_CLAIMS = {**ENGINEER_CLAIMS, "sub": "bob", "email": "bob@acme.example"}
 CONTRACTOR_CLAIMS = {"sub": "mallory", "groups": ["contractors"]}
 
 
@@ -114,7 +115,9 @@ class Story:
     def refusals(self) -> list[Step]:
         other = build_wheel(self.dist, "other-pkg", "1.0.0")
         extra = build_wheel(self.dist, "acme-lib", "2.0.0")
-        expired = Secret(str(self.token("corp", ENGINEER_CLAIMS, "read")["token"]))
+        # Another engineer's token: the broker's shared cache hands alice her own token again,
+        # and expiring that one would expire the read token the next steps use.
+        expired = Secret(str(self.token("corp", EXPIRING_CLAIMS, "read")["token"]))
         self.tools.secrets.append(expired)
         status, _, _ = http_json(
             "POST",

@@ -212,6 +212,7 @@ class Issuer:
             "iat": now,
             "nbf": now,
             "exp": now + TOKEN_LIFETIME,
+            "jti": secrets.token_hex(16),  # as GitHub and GitLab set it: unique per token
         }
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}

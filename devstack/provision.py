@@ -29,7 +29,9 @@ from devstack import cfn, cfn_yaml
 
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_iam import IAMClient
+    from mypy_boto3_kms import KMSClient
     from mypy_boto3_ssm import SSMClient
 
 NOT_LOCAL = {
@@ -109,6 +111,8 @@ class Clients:
     iam: IAMClient
     ssm: SSMClient
     codeartifact: CodeArtifactClient
+    dynamodb: DynamoDBClient
+    kms: KMSClient
 
     @classmethod
     def for_endpoint(cls, endpoint_url: str, region: str) -> Clients:
@@ -117,6 +121,8 @@ class Clients:
             iam=session.client("iam", endpoint_url=endpoint_url),
             ssm=session.client("ssm", endpoint_url=endpoint_url),
             codeartifact=session.client("codeartifact", endpoint_url=endpoint_url),
+            dynamodb=session.client("dynamodb", endpoint_url=endpoint_url),
+            kms=session.client("kms", endpoint_url=endpoint_url),
         )
 
 
@@ -304,6 +310,44 @@ class Provisioner:
             )
         return cfn.Deployed(ref=group["arn"], attributes={"Arn": group["arn"]})
 
+    def kms_key(self, logical: str, p: dict[str, Any]) -> cfn.Deployed:
+        key = self.clients.kms.create_key(
+            Description=p.get("Description", ""),
+            Policy=json.dumps(p["KeyPolicy"]),
+            KeyUsage=p.get("KeyUsage", "ENCRYPT_DECRYPT"),
+        )["KeyMetadata"]
+        if p.get("EnableKeyRotation"):
+            self.clients.kms.enable_key_rotation(KeyId=key["KeyId"])
+        return cfn.Deployed(ref=key["KeyId"], attributes={"Arn": key["Arn"], "KeyId": key["KeyId"]})
+
+    def dynamodb_table(self, logical: str, p: dict[str, Any]) -> cfn.Deployed:
+        name = p.get("TableName") or self.physical_name(logical)
+        sse = p.get("SSESpecification", {})
+        extra: dict[str, Any] = {}
+        if sse.get("KMSMasterKeyId"):
+            extra["SSESpecification"] = {
+                "Enabled": bool(sse["SSEEnabled"]),
+                "SSEType": sse.get("SSEType", "KMS"),
+                "KMSMasterKeyId": sse["KMSMasterKeyId"],
+            }
+        table = self.clients.dynamodb.create_table(
+            TableName=name,
+            BillingMode=p.get("BillingMode", "PROVISIONED"),
+            AttributeDefinitions=p["AttributeDefinitions"],
+            KeySchema=p["KeySchema"],
+            **extra,
+        )["TableDescription"]
+        ttl = p.get("TimeToLiveSpecification")
+        if ttl:
+            self.clients.dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={
+                    "AttributeName": ttl["AttributeName"],
+                    "Enabled": bool(ttl["Enabled"]),
+                },
+            )
+        return cfn.Deployed(ref=name, attributes={"Arn": table["TableArn"]})
+
     def serverless_application(self, logical: str, p: dict[str, Any]) -> cfn.Deployed:
         location = self.root / str(p["Location"])
         parameters = {k: str(v) for k, v in p.get("Parameters", {}).items()}
@@ -355,6 +399,8 @@ CREATORS: dict[str, Creator] = {
     "AWS::CodeArtifact::Domain": Provisioner.codeartifact_domain,
     "AWS::CodeArtifact::Repository": Provisioner.codeartifact_repository,
     "AWS::CodeArtifact::PackageGroup": Provisioner.codeartifact_package_group,
+    "AWS::KMS::Key": Provisioner.kms_key,
+    "AWS::DynamoDB::Table": Provisioner.dynamodb_table,
     "AWS::Serverless::Application": Provisioner.serverless_application,
     "AWS::Serverless::Function": Provisioner.serverless_function,
     "AWS::Serverless::HttpApi": Provisioner.serverless_http_api,

@@ -62,6 +62,8 @@ class Options:
     device_interval: int = 5
     watch_rules: bool = True
     throttle: bool = True  # the template's API throttling (off only to measure capacity)
+    # template.yaml parameters beyond the devstack's own (e.g. {"ReplayGuard": "Enabled"})
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 def expand_rules(path: Path, idp_url: str) -> str:
@@ -176,7 +178,8 @@ class Devstack:
         provisioner = Provisioner(Clients.for_endpoint(self.aws.url, REGION), pseudo, ROOT)
         # Tracing=PassThrough: there is no X-Ray daemon here (and Tracer costs ~130 ms).
         return provisioner.deploy(
-            ROOT / "template.yaml", {"RulesDocument": rules_text, "Tracing": "PassThrough"}
+            ROOT / "template.yaml",
+            {**self.options.parameters, "RulesDocument": rules_text, "Tracing": "PassThrough"},
         )
 
     def _start_broker(self, account: str) -> None:

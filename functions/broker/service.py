@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
     from mypy_boto3_sts import STSClient
     from mypy_boto3_sts.type_defs import CredentialsTypeDef
+
+    from .replay import ReplayGuard
+    from .sharedcache import SharedTokens, Sharing
 else:
     CodeArtifactClient = STSClient = CredentialsTypeDef = Any
 
@@ -64,11 +67,13 @@ class Broker:
         rules: RulesSource,
         verifier: Verifier,
         minter: Minter,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.settings = settings
         self._rules = rules
         self._verifier = verifier
         self._minter = minter
+        self._replay = replay
         self._domain = Domain.of(settings)
 
     @classmethod
@@ -100,6 +105,7 @@ class Broker:
             leeway=settings.clock_leeway_seconds,
             max_token_bytes=settings.max_id_token_bytes,
         )
+        shared, replay = _shared_table(settings, clients)
         minter = Minter(
             sts=clients.sts,
             codeartifact=clients.codeartifact,
@@ -109,8 +115,9 @@ class Broker:
             cache_margin_seconds=settings.token_cache_margin_seconds,
             cache_size=settings.token_cache_size,
             endpoint_cache_seconds=settings.endpoint_cache_seconds,
+            shared=shared,
         )
-        return cls(settings, rules=source, verifier=verifier, minter=minter)
+        return cls(settings, rules=source, verifier=verifier, minter=minter, replay=replay)
 
     def rules_loaded(self) -> RuleSet:
         """Load (and validate) the rules now rather than at the first request."""
@@ -157,7 +164,14 @@ class Broker:
             grant = resolve(matching, request, caller.describe())
             audit.update(_grant_fields(grant))
             policy = session_policy(grant, self._domain)
-            minted, cached = self._minter.token(identity, grant, policy)
+            if self._replay is not None:
+                self._replay.consume(identity)
+            try:
+                minted, source = self._minter.token(identity, grant, policy)
+            except BrokerError:
+                if self._replay is not None:
+                    self._replay.release(identity)  # nothing was issued: the caller may retry
+                raise
         except BrokerError as exc:
             _count("Denials", "reason", exc.slug)
             logger.info("token denied", extra={**audit, "decision": "deny", "reason": exc.slug})
@@ -165,11 +179,22 @@ class Broker:
         expires_at = _rfc3339(minted.expires_at)
         logger.info(
             "token issued",
-            extra={**audit, "decision": "allow", "expires_at": expires_at, "cached": cached},
+            extra={
+                **audit,
+                "decision": "allow",
+                "expires_at": expires_at,
+                "cached": source != "minted",
+                "source": source,
+                # What CloudTrail shows for this token's use (another caller's, when shared
+                # per grant): the join key between this audit line and CloudTrail.
+                "session": minted.session,
+            },
         )
         _count("TokensIssued", "access", grant.access)
-        if cached:
+        if source != "minted":
             _count("TokenCacheHits", "access", grant.access)
+        if source == "shared":
+            _count("SharedCacheHits", "access", grant.access)
         return {
             "token": minted.token,
             "expires_at": expires_at,
@@ -209,6 +234,36 @@ class Broker:
                 "max_body_bytes": self.settings.max_body_bytes,
             },
         }
+
+
+def _shared_table(
+    settings: Settings, clients: AwsClients
+) -> tuple[SharedTokens | None, ReplayGuard | None]:
+    """The shared token cache and the replay guard, when the settings turn them on."""
+    if not settings.cache_table:
+        return None, None
+    from . import aws
+    from .replay import ReplayGuard
+    from .sharedcache import SharedCacheSettings, SharedTokens
+
+    # The function's own clients carry its configuration and deadline; test doubles that
+    # only stand in for STS and CodeArtifact get real clients here (moto in the tests).
+    real = clients if isinstance(clients, aws.Clients) else aws.Clients(settings)
+    dynamodb = real.client("dynamodb")
+    shared = None
+    if settings.shared_cache != "off" and settings.cache_key_id:
+        sharing: Sharing = "grant" if settings.shared_cache == "grant" else "subject"
+        shared = SharedTokens(
+            SharedCacheSettings(settings.cache_table, settings.cache_key_id, sharing),
+            dynamodb=dynamodb,
+            kms=real.client("kms"),
+        )
+    replay = None
+    if settings.replay_guard:
+        replay = ReplayGuard(
+            dynamodb, settings.cache_table, leeway_seconds=settings.clock_leeway_seconds
+        )
+    return shared, replay
 
 
 def _grant_fields(grant: ResolvedGrant) -> Mapping[str, Any]:

@@ -15,6 +15,10 @@ DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,48}[a-z0-9]$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
+SHARED_CACHE = ("off", "subject", "grant")
+KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|[\w/-]{1,256})$")
+TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
 MIN_TOKEN_SECONDS = 900
 MAX_TOKEN_SECONDS = 43200
 
@@ -43,6 +47,10 @@ class Settings:
     token_cache_size: int = 1024
     endpoint_cache_seconds: int = 3600
     aws_max_attempts: int = 3
+    cache_table: str | None = None  # DynamoDB: the shared token cache and the replay guard
+    cache_key_id: str | None = None  # KMS key that encrypts the shared cache's tokens
+    shared_cache: str = "off"  # off, subject or grant (sharedcache.py)
+    replay_guard: bool = False
     aws_connect_timeout_seconds: float = 1.0
     aws_read_timeout_seconds: float = 3.0
 
@@ -52,6 +60,7 @@ class Settings:
         rules_parameter = env.get("BROKER_RULES_PARAMETER") or None
         if (rules_file is None) == (rules_parameter is None):
             raise SettingsError("set exactly one of BROKER_RULES_FILE and BROKER_RULES_PARAMETER")
+        table, key_id, shared, replay = _shared_table(env)
         return cls(
             rules_file=rules_file,
             rules_parameter=rules_parameter,
@@ -73,6 +82,10 @@ class Settings:
             token_cache_size=_int(env, "BROKER_TOKEN_CACHE_SIZE", 1024, 0, 100000),
             endpoint_cache_seconds=_int(env, "BROKER_ENDPOINT_CACHE_SECONDS", 3600, 0, 86400),
             aws_max_attempts=_int(env, "BROKER_AWS_MAX_ATTEMPTS", 3, 1, 10),
+            cache_table=table,
+            cache_key_id=key_id,
+            shared_cache=shared,
+            replay_guard=replay,
             aws_connect_timeout_seconds=_float(
                 env, "BROKER_AWS_CONNECT_TIMEOUT_SECONDS", 1.0, 0.1, 30.0
             ),
@@ -87,6 +100,32 @@ def _matching(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what:
     if not pattern.fullmatch(value):
         raise SettingsError(f"{name}={value!r} is not {what}")
     return value
+
+
+def _shared_table(env: Mapping[str, str]) -> tuple[str | None, str | None, str, bool]:
+    """The shared cache's table and key, its sharing, and the replay guard, checked together."""
+    table = env.get("BROKER_CACHE_TABLE") or None
+    key_id = env.get("BROKER_CACHE_KEY_ID") or None
+    shared = env.get("BROKER_SHARED_CACHE") or "off"
+    if shared not in SHARED_CACHE:
+        raise SettingsError(
+            f"BROKER_SHARED_CACHE={shared!r} is not one of {', '.join(SHARED_CACHE)}"
+        )
+    replay_raw = (env.get("BROKER_REPLAY_GUARD") or "false").lower()
+    if replay_raw not in ("true", "false"):
+        raise SettingsError(f"BROKER_REPLAY_GUARD={replay_raw!r} is not true or false")
+    replay = replay_raw == "true"
+    if table is not None and not TABLE_NAME.fullmatch(table):
+        raise SettingsError(f"BROKER_CACHE_TABLE={table!r} is not a DynamoDB table name")
+    if key_id is not None and not KMS_KEY.fullmatch(key_id):
+        raise SettingsError(f"BROKER_CACHE_KEY_ID={key_id!r} is not a KMS key id, ARN or alias")
+    if shared != "off" and (table is None or key_id is None):
+        raise SettingsError(
+            f"BROKER_SHARED_CACHE={shared} needs BROKER_CACHE_TABLE and BROKER_CACHE_KEY_ID"
+        )
+    if replay and table is None:
+        raise SettingsError("BROKER_REPLAY_GUARD=true needs BROKER_CACHE_TABLE")
+    return table, key_id, shared, replay
 
 
 def _region(env: Mapping[str, str]) -> str:

@@ -5,6 +5,9 @@ Two in-memory caches per Lambda instance (documented in the README):
   lifetime, and at least the safety margin, remains; bounded in size (least recently used out);
 - repository endpoints per repository, for a TTL.
 
+Behind the first, optionally, the cache shared by all instances (:mod:`broker.sharedcache`),
+which makes concurrent misses across the fleet mint once.
+
 AWS errors become :class:`~broker.problems.ServiceUnavailable` (503 with ``Retry-After``);
 nothing an AWS error says reaches the caller beyond its error code.
 """
@@ -18,21 +21,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .grants import ResolvedGrant
 from .identity import Identity
+from .minted import MintedToken
 from .problems import PolicyTooLarge, ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
     from mypy_boto3_sts import STSClient
     from mypy_boto3_sts.type_defs import CredentialsTypeDef
+
+    from .sharedcache import SharedTokens
 else:
     CodeArtifactClient = STSClient = CredentialsTypeDef = Any
 
@@ -53,14 +58,9 @@ _SESSION_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]+", re.ASCII)
 CodeArtifactFactory = Callable[[CredentialsTypeDef], CodeArtifactClient]
 
 
-@dataclass(frozen=True)
-class MintedToken:
-    token: str
-    expires_at: datetime
-    endpoint: str  # the repository's PyPI endpoint, ending in "/"
+Source = Literal["minted", "memory", "shared"]  # where a token handed out came from
 
-    def __repr__(self) -> str:  # never print the token
-        return f"MintedToken(expires_at={self.expires_at.isoformat()}, endpoint={self.endpoint})"
+__all__ = ["MintedToken", "Minter", "Source", "session_name"]
 
 
 def session_name(issuer_name: str, subject: str) -> str:
@@ -88,6 +88,7 @@ class Minter:
         cache_margin_seconds: int,
         cache_size: int,
         endpoint_cache_seconds: int,
+        shared: SharedTokens | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sts = sts
@@ -98,6 +99,7 @@ class Minter:
         self._margin = cache_margin_seconds
         self._cache_size = cache_size
         self._endpoint_ttl = endpoint_cache_seconds
+        self._shared = shared
         self._clock = clock
         self._tokens: OrderedDict[tuple[Any, ...], MintedToken] = OrderedDict()
         self._endpoints: dict[str, tuple[str, float]] = {}
@@ -105,28 +107,41 @@ class Minter:
 
     def token(
         self, identity: Identity, grant: ResolvedGrant, policy: str
-    ) -> tuple[MintedToken, bool]:
-        """A token for ``grant``, and whether it came from the cache."""
+    ) -> tuple[MintedToken, Source]:
+        """A token for ``grant``, and where it came from: this instance's memory, the shared
+        cache, or a mint."""
         key = (identity.issuer.url, identity.subject, grant.key())
         cached = self._cached(key, grant.duration_seconds)
         if cached is not None:
-            return cached, True
-        minted = self._mint(identity, grant, policy)
+            return cached, "memory"
+        source: Source
+        if self._shared is None:
+            minted, source = self._mint(identity, grant, policy), "minted"
+        else:
+            minted, source = self._shared.get_or_mint(
+                self._shared.key(identity, grant),
+                lambda: self._mint(identity, grant, policy),
+                lambda found: self._fresh(found, grant.duration_seconds),
+            )
         if self._cache_size:
             with self._lock:
                 self._tokens[key] = minted
                 self._tokens.move_to_end(key)
                 while len(self._tokens) > self._cache_size:
                     self._tokens.popitem(last=False)
-        return minted, False
+        return minted, source
+
+    def _fresh(self, minted: MintedToken, duration: int) -> bool:
+        """Worth handing out: half the requested lifetime, and the safety margin, remain."""
+        remaining = minted.expires_at.timestamp() - self._clock()
+        return remaining >= max(self._margin, duration / 2)
 
     def _cached(self, key: tuple[Any, ...], duration: int) -> MintedToken | None:
         with self._lock:
             minted = self._tokens.get(key)
             if minted is None:
                 return None
-            remaining = minted.expires_at.timestamp() - self._clock()
-            if remaining >= max(self._margin, duration / 2):
+            if self._fresh(minted, duration):
                 self._tokens.move_to_end(key)
                 return minted
             del self._tokens[key]
@@ -154,6 +169,7 @@ class Minter:
             token=answer["authorizationToken"],
             expires_at=answer["expiration"].astimezone(UTC),
             endpoint=endpoint,
+            session=name,
         )
 
     def _endpoint(self, client: CodeArtifactClient, repository: str) -> str:

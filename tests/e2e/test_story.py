@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from devstack.demo import CI_CLAIMS, CONTRACTOR_CLAIMS, ENGINEER_CLAIMS
+from devstack.demo import CI_CLAIMS, CONTRACTOR_CLAIMS, ENGINEER_CLAIMS, EXPIRING_CLAIMS
 from devstack.tools import Devstack, Result, Secret, Tools, http_json, probe
 from devstack.wheels import build_wheel
 
@@ -189,7 +189,7 @@ def test_the_publish_token_cannot_upload_another_package(
 
 
 def test_an_expired_token_is_refused(devstack: Devstack, tools: Tools, published: Any) -> None:
-    token = Secret(grant(devstack, "corp", ENGINEER_CLAIMS, "read")["token"])
+    token = Secret(grant(devstack, "corp", EXPIRING_CLAIMS, "read")["token"])
     tools.secrets.append(token)
     index = devstack.repository_url(devstack.state["repositories"]["private"]) + "simple/"
     assert probe(index + "acme-lib/", token) == 200

@@ -102,15 +102,15 @@ def test_cached_token_is_reused_while_half_its_lifetime_remains(sts: Any) -> Non
     clock = Clock(time.time())
     m = minter(sts, codeartifact, clock)
     expect_assume_role(sts, 2)
-    first, cached = m.token(identity(), grant(3600), "{}")
-    assert not cached
+    first, source = m.token(identity(), grant(3600), "{}")
+    assert source == "minted"
     clock.now += 1799  # just under half of 3600 s gone
-    again, cached = m.token(identity(), grant(3600), "{}")
-    assert cached
+    again, source = m.token(identity(), grant(3600), "{}")
+    assert source == "memory"
     assert again is first
     clock.now += 2  # now less than half remains: mint anew
-    fresh, cached = m.token(identity(), grant(3600), "{}")
-    assert not cached
+    fresh, source = m.token(identity(), grant(3600), "{}")
+    assert source == "minted"
     assert fresh.token != first.token
 
 
@@ -119,9 +119,9 @@ def test_cache_is_per_subject_and_per_grant(sts: Any) -> None:
     m = minter(sts, codeartifact, Clock(time.time()))
     expect_assume_role(sts, 3)
     m.token(identity("alice"), grant(), "{}")
-    assert not m.token(identity("bob"), grant(), "{}")[1]
-    assert not m.token(identity("alice"), grant(packages=("acme-lib",)), "{}")[1]
-    assert m.token(identity("alice"), grant(), "{}")[1]
+    assert m.token(identity("bob"), grant(), "{}")[1] == "minted"
+    assert m.token(identity("alice"), grant(packages=("acme-lib",)), "{}")[1] == "minted"
+    assert m.token(identity("alice"), grant(), "{}")[1] == "memory"
 
 
 def test_cache_is_bounded(sts: Any) -> None:
@@ -130,7 +130,7 @@ def test_cache_is_bounded(sts: Any) -> None:
     expect_assume_role(sts, 4)
     for subject in ("a", "b", "c"):
         m.token(identity(subject), grant(), "{}")
-    assert not m.token(identity("a"), grant(), "{}")[1]  # evicted, least recently used
+    assert m.token(identity("a"), grant(), "{}")[1] == "minted"  # evicted, least recently used
 
 
 def test_repr_never_shows_the_token(sts: Any) -> None:

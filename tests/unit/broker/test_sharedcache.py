@@ -1,0 +1,351 @@
+"""The shared token cache (DynamoDB + KMS, moto): sharing, single flight, expiry, failures.
+
+Each ``SharedTokens`` here stands for one warm Lambda instance; they share moto's table.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from broker import deadline
+from broker.grants import ResolvedGrant
+from broker.identity import Identity
+from broker.minted import MintedToken
+from broker.problems import ServiceUnavailable
+from broker.rules import Issuer
+from broker.sharedcache import SharedCacheSettings, SharedTokens, Sharing
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
+
+TABLE = "cabroker-cache"
+SECRET = "ca-token-" + "s3cr3t" * 20
+
+
+@pytest.fixture
+def aws_clients() -> Iterator[tuple[DynamoDBClient, KMSClient, str]]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        kms = boto3.client("kms", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        key = kms.create_key(Description="cache")["KeyMetadata"]["Arn"]
+        yield dynamodb, kms, key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+Make = Callable[..., SharedTokens]
+
+
+@pytest.fixture
+def make(aws_clients: tuple[Any, Any, str], clock: Clock) -> Make:
+    dynamodb, kms, key = aws_clients
+
+    def _make(
+        sharing: Sharing = "subject",
+        *,
+        sleep: Callable[[float], None] | None = None,
+        wait: float = 3.0,
+        key_id: str | None = None,
+        table: str = TABLE,
+    ) -> SharedTokens:
+        return SharedTokens(
+            SharedCacheSettings(table, key_id or key, sharing, wait_seconds=wait),
+            dynamodb=dynamodb,
+            kms=kms,
+            clock=clock,
+            sleep=sleep or (lambda seconds: setattr(clock, "now", clock.now + seconds)),
+        )
+
+    return _make
+
+
+ISSUER = Issuer(name="github", url="https://token.actions.githubusercontent.com", audience="x")
+
+
+def identity(subject: str = "repo:acme/app:ref:refs/heads/main") -> Identity:
+    return Identity(ISSUER, subject, {"sub": subject}, token_sha256="0" * 64)
+
+
+def grant(repository: str = "internal", duration: int = 3600) -> ResolvedGrant:
+    return ResolvedGrant("ci", repository, "publish", ("acme-*",), duration)
+
+
+class Mints:
+    """A mint function that counts its calls (the AssumeRole + GetAuthorizationToken pair)."""
+
+    def __init__(self, clock: Clock, *, lifetime: int = 3600, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.clock = clock
+        self.lifetime = lifetime
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self) -> MintedToken:
+        with self.lock:
+            self.calls += 1
+            n = self.calls
+        if self.delay:
+            time.sleep(self.delay)
+        return MintedToken(
+            token=f"{SECRET}-{n}",
+            expires_at=datetime.fromtimestamp(self.clock.now + self.lifetime, UTC),
+            endpoint="https://acme-111122223333.d.codeartifact.us-east-1.amazonaws.com/pypi/internal/",
+            session=f"github.minter-{n}",
+        )
+
+
+def fresh_for(clock: Clock, duration: int = 3600) -> Callable[[MintedToken], bool]:
+    return lambda minted: minted.expires_at.timestamp() - clock.now >= max(300, duration / 2)
+
+
+def test_a_second_instance_gets_the_first_instances_token(make: Make, clock: Clock) -> None:
+    one, two = make(), make()
+    mint = Mints(clock)
+    key = one.key(identity(), grant())
+    first, source = one.get_or_mint(key, mint, fresh_for(clock))
+    assert source == "minted"
+    again, source = two.get_or_mint(key, mint, fresh_for(clock))
+    assert source == "shared"
+    assert again.token == first.token
+    assert again.session == first.session == "github.minter-1"
+    assert again.expires_at == first.expires_at.replace(microsecond=again.expires_at.microsecond)
+    assert mint.calls == 1
+
+
+def test_the_token_is_stored_encrypted_and_bound_to_its_item(
+    make: Make, clock: Clock, aws_clients: tuple[Any, Any, str]
+) -> None:
+    dynamodb, _kms, _ = aws_clients
+    cache = make()
+    cache.get_or_mint(cache.key(identity(), grant()), Mints(clock), fresh_for(clock))
+    items = dynamodb.scan(TableName=TABLE)["Items"]
+    tokens = [item for item in items if item["pk"]["S"].startswith("token#")]
+    assert len(tokens) == 1
+    raw = repr(items).encode()
+    assert SECRET.encode() not in raw
+    assert SECRET.encode().hex().encode() not in raw
+    assert identity().subject not in repr(items)  # the key is a digest
+    # copied under another item's key, the ciphertext does not decrypt: no token is handed out
+    other = cache.key(identity("repo:acme/other:ref:refs/heads/main"), grant())
+    dynamodb.put_item(TableName=TABLE, Item={**tokens[0], "pk": {"S": f"token#{other}"}})
+    mint = Mints(clock)
+    found, source = make().get_or_mint(other, mint, fresh_for(clock))
+    assert source == "minted"
+    assert mint.calls == 1
+    assert found.token == f"{SECRET}-1"
+
+
+@pytest.mark.parametrize(
+    ("sharing", "shared_between_subjects"), [("subject", False), ("grant", True)]
+)
+def test_sharing_per_subject_or_per_grant(
+    make: Make, clock: Clock, sharing: Sharing, shared_between_subjects: bool
+) -> None:
+    one, two = make(sharing), make(sharing)
+    mint = Mints(clock)
+    alice, bob = identity("repo:acme/a:ref:refs/heads/main"), identity("repo:acme/b:x")
+    one.get_or_mint(one.key(alice, grant()), mint, fresh_for(clock))
+    _, source = two.get_or_mint(two.key(bob, grant()), mint, fresh_for(clock))
+    assert (source == "shared") is shared_between_subjects
+    # another grant never shares, whatever the sharing
+    _, source = two.get_or_mint(two.key(alice, grant("other")), mint, fresh_for(clock))
+    assert source == "minted"
+    _, source = two.get_or_mint(two.key(alice, grant(duration=7200)), mint, fresh_for(clock))
+    assert source == "minted"
+
+
+def test_a_token_not_fresh_enough_for_the_caller_is_replaced(make: Make, clock: Clock) -> None:
+    one, two = make(), make()
+    mint = Mints(clock)
+    key = one.key(identity(), grant())
+    one.get_or_mint(key, mint, fresh_for(clock))
+    clock.now += 1900  # 1700 s left: less than half of 3600
+    found, source = two.get_or_mint(key, mint, fresh_for(clock))
+    assert source == "minted"
+    assert found.token.endswith("-2")
+    _, source = one.get_or_mint(key, mint, fresh_for(clock))
+    assert source == "shared"  # the replacement is what the table now holds
+
+
+def test_an_expired_item_is_never_handed_out(make: Make, clock: Clock) -> None:
+    """DynamoDB's TTL deletes late: the reader checks expiry itself."""
+    one = make()
+    mint = Mints(clock, lifetime=900)
+    key = one.key(identity(), grant())
+    one.get_or_mint(key, mint, lambda _: True)
+    clock.now += 901
+    found, source = make().get_or_mint(key, mint, lambda _: True)
+    assert source == "minted"
+    assert found.token.endswith("-2")
+
+
+def test_an_older_token_never_replaces_a_longer_lived_one(make: Make, clock: Clock) -> None:
+    cache = make()
+    key = cache.key(identity(), grant())
+    cache.get_or_mint(key, Mints(clock, lifetime=7200), fresh_for(clock))
+    # a caller wanting more than what is there mints a shorter-lived token: the table keeps
+    # the longer one
+    cache.get_or_mint(key, Mints(clock, lifetime=3600), lambda _: False)
+    found, source = make().get_or_mint(key, Mints(clock), fresh_for(clock))
+    assert source == "shared"
+    assert found.expires_at.timestamp() == pytest.approx(clock.now + 7200, abs=1)
+
+
+def test_concurrent_misses_on_many_instances_mint_once(make: Make, clock: Clock) -> None:
+    instances = [make(sleep=time.sleep) for _ in range(8)]
+    mint = Mints(clock, delay=0.3)
+    key = instances[0].key(identity(), grant())
+    results: list[tuple[MintedToken, str]] = []
+    start = threading.Barrier(len(instances))
+
+    def run(cache: SharedTokens) -> None:
+        start.wait()
+        results.append(cache.get_or_mint(key, mint, fresh_for(clock)))
+
+    threads = [threading.Thread(target=run, args=(cache,)) for cache in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert mint.calls == 1
+    assert sorted(source for _, source in results) == ["minted"] + ["shared"] * 7
+    assert {minted.token for minted, _ in results} == {f"{SECRET}-1"}
+
+
+def test_a_waiter_gives_up_and_mints_when_the_minter_never_delivers(
+    make: Make, clock: Clock
+) -> None:
+    dead = make()
+    key = dead.key(identity(), grant())
+    assert dead._lease(key)  # an instance took the lease, then died
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+
+    mint = Mints(clock)
+    _found, source = make(sleep=sleep, wait=1.0).get_or_mint(key, mint, fresh_for(clock))
+    assert source == "minted"
+    assert mint.calls == 1
+    assert 1.0 <= sum(sleeps) <= 1.3  # waited its budget, polling, then minted
+    assert sleeps[:3] == [0.025, 0.05, 0.1]
+
+
+def test_a_dead_minters_lease_lapses(make: Make, clock: Clock) -> None:
+    dead = make()
+    key = dead.key(identity(), grant())
+    assert dead._lease(key)
+    other = make()
+    assert not other._lease(key)
+    clock.now += 5.1
+    assert other._lease(key)
+
+
+def test_a_failed_mint_releases_the_lease(make: Make, clock: Clock) -> None:
+    one = make()
+    key = one.key(identity(), grant())
+
+    def failing() -> MintedToken:
+        raise ServiceUnavailable("codeartifact:GetAuthorizationToken is throttled", 2)
+
+    with pytest.raises(ServiceUnavailable):
+        one.get_or_mint(key, failing, fresh_for(clock))
+    assert make()._lease(key)  # at once, without waiting for it to lapse
+
+
+def test_the_wait_is_bounded_by_the_request_deadline(make: Make, clock: Clock) -> None:
+    dead = make()
+    key = dead.key(identity(), grant())
+    assert dead._lease(key)
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock.now += seconds
+
+    with deadline.scope(1.0):
+        make(sleep=sleep, wait=3.0).get_or_mint(key, Mints(clock), fresh_for(clock))
+    assert sum(waited) <= 0.7  # half the time left, so minting itself still fits
+
+
+def test_without_dynamodb_every_instance_mints_for_itself(
+    make: Make, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = make(table="no-such-table")
+    mint = Mints(clock)
+    found, source = cache.get_or_mint(cache.key(identity(), grant()), mint, fresh_for(clock))
+    assert source == "minted"
+    assert mint.calls == 1
+    assert found.token.startswith(SECRET)
+    assert SECRET not in caplog.text
+
+
+def test_without_kms_the_instance_mints_and_caches_nothing(
+    make: Make, clock: Clock, aws_clients: tuple[Any, Any, str]
+) -> None:
+    dynamodb, _, key_id = aws_clients
+    cache = make(key_id=key_id.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000")
+    mint = Mints(clock)
+    key = cache.key(identity(), grant())
+    _, source = cache.get_or_mint(key, mint, fresh_for(clock))
+    assert source == "minted"
+    assert not [i for i in dynamodb.scan(TableName=TABLE)["Items"] if "token" in i]
+    assert cache._lease(key)  # the lease was released although sharing failed
+
+
+def test_a_deadline_problem_is_not_swallowed(make: Make, clock: Clock) -> None:
+    """Only DynamoDB's and KMS's own failures fall back to minting; the deadline's 503 and
+    bugs pass through."""
+    cache = make()
+
+    def out_of_time(**_: Any) -> None:
+        raise ServiceUnavailable("out of time", 1)
+
+    cache._dynamodb.meta.events.register("before-call.dynamodb.GetItem", out_of_time)
+    try:
+        with pytest.raises(ServiceUnavailable, match="out of time"):
+            cache.get_or_mint(cache.key(identity(), grant()), Mints(clock), fresh_for(clock))
+    finally:
+        cache._dynamodb.meta.events.unregister("before-call.dynamodb.GetItem", out_of_time)
+
+
+def test_the_minted_token_never_prints() -> None:
+    minted = Mints(Clock())()
+    assert SECRET not in repr(minted)
+    assert SECRET not in str(minted)
+    assert "session=github.minter-1" in repr(minted)
+
+
+def test_keys_are_stable_and_distinct(make: Make) -> None:
+    cache = make()
+    a = cache.key(identity(), grant())
+    assert a == make().key(identity(), grant())
+    assert len({a, cache.key(identity("b"), grant()), make("grant").key(identity(), grant())}) == 3
+    assert len(a) == 64
