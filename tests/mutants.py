@@ -16,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests/unit/broker/test_app.py"
+SHARED = "tests/unit/broker/test_sharedcache.py"
+REPLAY = "tests/unit/broker/test_replay.py"
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,8 @@ MUTANTS = [
     mutant(
         "token written to the audit log",
         "functions/broker/service.py",
-        '"expires_at": expires_at, "cached": cached},',
-        '"expires_at": expires_at, "cached": cached, "t": minted.token},',
+        '"session": minted.session,',
+        '"session": minted.session + minted.token,',
         ("tests/unit/broker/test_service.py",),
     ),
     mutant(
@@ -220,6 +222,34 @@ MUTANTS = [
         "if not token.isascii() or token.count",
         "if token.count",
         (APP,),
+    ),
+    mutant(
+        "a shared token's ciphertext not bound to its item",
+        "functions/broker/sharedcache.py",
+        '"item": f"token#{key}"}',
+        '"item": "token"}',
+        (SHARED,),
+    ),
+    mutant(
+        "an expired shared token handed out",
+        "functions/broker/sharedcache.py",
+        "if expires <= self._clock():",
+        "if False:",
+        (SHARED,),
+    ),
+    mutant(
+        "the replay guard accepts a used jti",
+        "functions/broker/replay.py",
+        'ConditionExpression="attribute_not_exists(pk)",',
+        'ConditionExpression="attribute_not_exists(pk) OR attribute_exists(pk)",',
+        (REPLAY,),
+    ),
+    mutant(
+        "the replay guard accepts ID tokens without jti",
+        "functions/broker/replay.py",
+        "if not isinstance(jti, str) or not jti:\n            raise InvalidToken(",
+        "if False:\n            raise InvalidToken(",
+        (REPLAY,),
     ),
 ]
 

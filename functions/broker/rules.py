@@ -13,6 +13,7 @@ missing claim never matches.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -127,8 +128,32 @@ _StrictLoader.add_constructor(
 )
 
 
+def _json_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise RulesError(f"duplicate key {key!r}")
+        document[key] = value
+    return document
+
+
+def _json_document(text: str) -> tuple[bool, object]:
+    """A document in JSON, read as JSON: PyYAML would read a surrogate-pair escape
+    (``"\\ud83d\\ude80"``, as ``json.dumps`` writes characters outside the BMP) as two lone
+    surrogates, so such a pattern could never match. Not JSON: ``(False, None)``."""
+    if not text.lstrip().startswith("{"):
+        return False, None
+    try:
+        return True, json.loads(text, object_pairs_hook=_json_without_duplicates)
+    except (json.JSONDecodeError, RecursionError):  # e.g. a YAML flow mapping, {version: 1}
+        return False, None
+
+
 def parse(text: str) -> RuleSet:
     """Parse and validate a rules document (YAML or JSON)."""
+    is_json, document = _json_document(text)
+    if is_json:
+        return compile_document(document)
     try:
         document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

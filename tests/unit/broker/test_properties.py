@@ -226,14 +226,6 @@ def test_near_misses_are_matched_only_when_the_reference_matcher_says_so(
 ASTRAL = "\U0001f680"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a rules document written as JSON (json.dumps escapes non-ASCII) loses characters "
-        "outside the BMP: PyYAML reads the surrogate-pair escape '\\ud83d\\ude80' as two lone "
-        "surrogates, so a pattern with such a character can never match a claim"
-    ),
-)
 @fixed(30)
 @given(claim=CLAIM_NAMES, glob=claim_globs(), fill=FILL_TEXT)
 @example(claim="ref", glob="refs/heads/" + ASTRAL + "*", fill="-release")

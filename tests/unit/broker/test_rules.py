@@ -3,6 +3,7 @@ as truth tables."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -54,12 +55,27 @@ def test_json_is_accepted_as_yaml() -> None:
     assert parse(text).rules[0].grant.max_duration == 3600
 
 
+def test_json_keeps_characters_outside_the_bmp() -> None:
+    """json.dumps writes them as surrogate-pair escapes, which PyYAML would read as two lone
+    surrogates: a JSON document is read as JSON."""
+    rule = {"name": "r", "issuer": "corp", "claims": {"ref": "refs/heads/\U0001f680*"}}
+    rule["grant"] = {"repository": "internal", "access": "read"}
+    issuers = {"corp": {"url": "https://login.example.com", "audience": "a"}}
+    text = json.dumps({"version": 1, "issuers": issuers, "rules": [rule]})
+    assert "\\ud83d" in text
+    parsed = parse(text)
+    assert parsed.matching("corp", {"ref": "refs/heads/\U0001f680-release"})
+    assert parse("{version: 1}").rules == ()  # a YAML flow mapping is still YAML
+
+
 BAD_DOCUMENTS: list[tuple[str, str, str]] = [
     ("not yaml", "version: [1", "not valid YAML"),
     ("not a mapping", "- 1\n- 2\n", "document must be a mapping"),
     ("wrong version", "version: 2\n", "'version' must be 1"),
     ("unknown top-level field", "version: 1\nrule: []\n", "unknown field(s) rule"),
     ("duplicate key", ISSUERS + "issuers: {}\n", "duplicate key 'issuers'"),
+    ("duplicate key in JSON", '{"version": 1, "rules": [], "rules": []}', "duplicate key 'rules'"),
+    ("JSON that is not a rules document", '{"version": 1, "rule": []}', "unknown field(s) rule"),
     (
         "http issuer that is not loopback",
         "version: 1\nissuers:\n  x: {url: 'http://login.example.com', audience: a}\n",
