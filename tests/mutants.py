@@ -230,18 +230,27 @@ MUTANTS = [
         '"item": "token"}',
         (SHARED,),
     ),
-    mutant(
+    Mutant(
         "an expired shared token handed out",
-        "functions/broker/sharedcache.py",
-        "if expires <= self._clock():",
-        "if False:",
+        (
+            Edit(
+                "functions/broker/sharedcache.py",
+                'if float(item["expires_at"]["N"]) <= self._clock():',
+                "if False:",
+            ),
+            Edit(
+                "functions/broker/sharedcache.py",
+                "if minted.expires_at.timestamp() <= self._clock():",
+                "if False:",
+            ),
+        ),
         (SHARED,),
     ),
     mutant(
         "the replay guard accepts a used jti",
         "functions/broker/replay.py",
-        'ConditionExpression="attribute_not_exists(pk)",',
-        'ConditionExpression="attribute_not_exists(pk) OR attribute_exists(pk)",',
+        'ConditionExpression="attribute_not_exists(pk) OR #mark = :mine",',
+        'ConditionExpression="attribute_not_exists(pk) OR #mark <> :mine",',
         (REPLAY,),
     ),
     mutant(
@@ -256,11 +265,11 @@ MUTANTS = [
 
 def run(candidate: Mutant, scratch: Path) -> bool:
     """Apply one mutant to the scratch copy; True when the guarding tests caught it."""
-    for edit in candidate.edits:
-        pristine = (ROOT / edit.file).read_text()
-        if pristine.count(edit.original) != 1:
+    for edit in candidate.edits:  # edits to one file apply one after the other
+        current = (scratch / edit.file).read_text()
+        if current.count(edit.original) != 1:
             raise SystemExit(f"{candidate.name!r}: its text is not found once in {edit.file}")
-        (scratch / edit.file).write_text(pristine.replace(edit.original, edit.replacement))
+        (scratch / edit.file).write_text(current.replace(edit.original, edit.replacement))
     try:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-x", "-q", *candidate.tests],

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
+from botocore.httpsession import URLLib3Session
+from botocore.retries.standard import RetryContext, StandardRetryConditions
 
 from . import deadline
 from .settings import Settings
@@ -37,6 +39,13 @@ AnyClient = TypeVar("AnyClient", bound=BaseClient)
 # at its throttling scale of 1 s; other errors back off 20 times less), not counting an
 # x-amz-retry-after header.
 MAX_BACKOFF_SECONDS = 20.0
+# Whether this botocore reads a per-request read timeout from the request context (newer
+# releases). The Lambda runtime brings its own botocore: without it, an attempt only starts if
+# a whole connect and read fit before the deadline.
+PER_REQUEST_READ_TIMEOUT = hasattr(URLLib3Session, "_get_request_timeout")
+# What botocore's standard and adaptive modes retry (throttling, transient and 5xx errors,
+# connection failures), to tell apart an answer botocore would retry from one it returns.
+_RETRYABLE = StandardRetryConditions(max_attempts=1_000)
 
 
 def client_config(settings: Settings) -> Config:
@@ -65,22 +74,46 @@ class _Deadline:
             return
         service, operation = event_name.split(".")[1:3]  # before-send.sts.AssumeRole
         # The connect timeout cannot be cut per request: it must fit, with a little read.
-        deadline.check(f"{service}:{operation}", needing=self._connect + deadline.FLOOR_SECONDS)
-        # botocore >= 1.43.72 reads a per-request read timeout here; older ones ignore it.
+        needing = self._connect + deadline.FLOOR_SECONDS
+        if not PER_REQUEST_READ_TIMEOUT:
+            needing = self._connect + self._read  # nothing cuts this attempt short
+        deadline.check(f"{service}:{operation}", needing=needing)
         context = getattr(request, "context", None)
         if isinstance(context, dict):
             context["read_timeout"] = min(self._read, left - self._connect)
 
-    def before_retry(self, attempts: int, **_: Any) -> bool | None:
-        """``needs-retry`` (first): ``False`` stops botocore retrying when its back-off and
-        another attempt could not finish before the deadline; the last answer then stands
-        (its error maps to the usual problem).  ``None`` lets botocore decide."""
+    def before_retry(
+        self,
+        attempts: int,
+        operation: Any,
+        response: Any = None,
+        caught_exception: Exception | None = None,
+        request_dict: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        """``needs-retry`` (first): when botocore would retry but its back-off and another
+        attempt cannot finish before the deadline, stop with the deadline's 503 now rather
+        than sleep past it.  Any other answer (a success, an error botocore returns as it is)
+        is left alone: this hook never returns a value, so botocore decides as always (older
+        releases read any non-None value, even ``False``, as a delay before retrying)."""
         left = deadline.remaining()
         if left is None:
             return None
+        http_response, parsed = response if response is not None else (None, None)
+        retry = RetryContext(
+            attempt_number=attempts,
+            operation_model=operation,
+            parsed_response=parsed,
+            http_response=http_response,
+            caught_exception=caught_exception,
+            request_context=(request_dict or {}).get("context", {}),
+        )
+        if not _RETRYABLE.is_retryable(retry):
+            return None
         backoff = min(2.0 ** (attempts - 1), MAX_BACKOFF_SECONDS)
         if left < backoff + self._connect + deadline.FLOOR_SECONDS:
-            return False
+            name = f"{operation.service_model.service_id.hyphenize()}:{operation.name}"
+            deadline.check(name, needing=float("inf"))  # raises the 503 naming the call
         return None
 
 
@@ -93,9 +126,7 @@ def with_deadline(client: AnyClient) -> AnyClient:
     events.register_last("before-send", hooks.before_attempt, unique_id="cabroker-deadline")
     # More specific than the generic "needs-retry" and first: ahead of botocore's retry handler.
     events.register_first(
-        f"needs-retry.{service}",
-        hooks.before_retry,  # type: ignore[arg-type]  # the stubs want None; False is meant
-        unique_id="cabroker-deadline-retry",
+        f"needs-retry.{service}", hooks.before_retry, unique_id="cabroker-deadline-retry"
     )
     return client
 
@@ -107,20 +138,35 @@ class Clients:
         self.sts: STSClient = self.client("sts")
 
     @overload
-    def client(self, service_name: Literal["sts"]) -> STSClient: ...
+    def client(
+        self, service_name: Literal["sts"], *, config: Config | None = ..., bounded: bool = ...
+    ) -> STSClient: ...
     @overload
-    def client(self, service_name: Literal["ssm"]) -> SSMClient: ...
+    def client(
+        self, service_name: Literal["ssm"], *, config: Config | None = ..., bounded: bool = ...
+    ) -> SSMClient: ...
     @overload
-    def client(self, service_name: Literal["dynamodb"]) -> DynamoDBClient: ...
+    def client(
+        self, service_name: Literal["dynamodb"], *, config: Config | None = ..., bounded: bool = ...
+    ) -> DynamoDBClient: ...
     @overload
-    def client(self, service_name: Literal["kms"]) -> KMSClient: ...
+    def client(
+        self, service_name: Literal["kms"], *, config: Config | None = ..., bounded: bool = ...
+    ) -> KMSClient: ...
     @overload
-    def client(self, service_name: str) -> Any: ...
+    def client(
+        self, service_name: str, *, config: Config | None = ..., bounded: bool = ...
+    ) -> Any: ...
 
-    def client(self, service_name: str) -> Any:
-        """A client of the broker's session and configuration, working to the deadline."""
-        made: BaseClient = self._session.client(service_name, config=self._config)  # type: ignore[call-overload]
-        return with_deadline(made)
+    def client(
+        self, service_name: str, *, config: Config | None = None, bounded: bool = True
+    ) -> Any:
+        """A client of the broker's session and configuration (``config`` merged over it),
+        working to the deadline unless ``bounded`` is false (a clean-up that must run in the
+        deadline's margin, with its own short timeouts)."""
+        merged = self._config.merge(config) if config is not None else self._config
+        made: BaseClient = self._session.client(service_name, config=merged)  # type: ignore[call-overload]
+        return with_deadline(made) if bounded else made
 
     def codeartifact(self, credentials: CredentialsTypeDef) -> CodeArtifactClient:
         """A CodeArtifact client acting as one assumed session (the model is cached once)."""

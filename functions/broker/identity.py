@@ -13,9 +13,11 @@ and served stale for a bounded time when the issuer cannot be reached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -85,13 +87,59 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # a redirect could downgrade https to http; refuse it
 
 
+class _Watched:
+    """The connections a fetch opened, so a watchdog can cut them at its deadline: a socket
+    timeout bounds each read, not an issuer that trickles its headers byte by byte."""
+
+    def __init__(self) -> None:
+        self.connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._cut = False
+
+    def track(self, connection: http.client.HTTPConnection) -> http.client.HTTPConnection:
+        with self._lock:
+            self.connections.append(connection)
+        return connection
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            for connection in self.connections:
+                sock = connection.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def was_cut(self) -> bool:
+        return self._cut
+
+
+class _WatchedHttp(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        watched: _Watched = getattr(req, "watched")  # noqa: B009 - set by the fetch
+        return self.do_open(
+            lambda host, **kw: watched.track(http.client.HTTPConnection(host, **kw)), req
+        )
+
+
+class _WatchedHttps(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        watched: _Watched = getattr(req, "watched")  # noqa: B009 - set by the fetch
+        return self.do_open(
+            lambda host, **kw: watched.track(http.client.HTTPSConnection(host, **kw)),
+            req,
+            context=getattr(self, "_context", None),
+        )
+
+
 def http_fetcher(timeout: float) -> FetchJson:
     """A small JSON-over-HTTP(S) GET with a timeout, a size cap and no redirects.
 
     Within a request's deadline (:mod:`broker.deadline`) a fetch gets at most half the time
     left, since it may take about twice its timeout; with no time left it does not start.
     """
-    opener = urllib.request.build_opener(_NoRedirects)
+    opener = urllib.request.build_opener(_NoRedirects, _WatchedHttp, _WatchedHttps)
 
     def fetch(url: str) -> Mapping[str, Any]:
         if not _allowed_fetch_url(url):
@@ -104,6 +152,13 @@ def http_fetcher(timeout: float) -> FetchJson:
         # A total deadline, not only a per-read one: an issuer trickling bytes cannot hold a
         # request longer than about twice the wait (the last read may block for one).
         answer_by = time.monotonic() + wait
+        watched = _Watched()
+        request.watched = watched  # type: ignore[attr-defined]  # read by the handlers above
+        # A watchdog cuts the connection at the total deadline, wherever the fetch is blocked
+        # (headers included); DNS resolution is the only wait it cannot cut.
+        watchdog = threading.Timer(wait, watched.cut)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             with opener.open(request, timeout=wait) as response:
                 chunks: list[bytes] = []
@@ -120,8 +175,14 @@ def http_fetcher(timeout: float) -> FetchJson:
         except urllib.error.HTTPError as exc:
             raise FetchError(f"{url} answered HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            if watched.was_cut:
+                raise FetchError(f"{url} took longer than {wait:.2f} s to answer") from None
             # HTTPException: a reply that is not HTTP, a cut-off chunked body, a huge header.
             raise FetchError(f"{url} is unreachable or not speaking HTTP: {exc!r}") from None
+        finally:
+            watchdog.cancel()
+        if watched.was_cut:  # cut right after the last read: the body may be incomplete
+            raise FetchError(f"{url} took longer than {wait:.2f} s to answer")
         if len(raw) > MAX_DOCUMENT_BYTES:
             raise FetchError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
         try:

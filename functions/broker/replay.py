@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -41,9 +42,13 @@ class ReplayGuard:
         table: str,
         *,
         leeway_seconds: int,
+        release_client: DynamoDBClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._dynamodb = dynamodb
+        # Releasing runs when a request failed, maybe out of time: a client of its own, with
+        # short timeouts outside the deadline, so the caller's retry is not refused.
+        self._release_client = release_client or dynamodb
         self._table = table
         self._leeway = leeway_seconds
         self._clock = clock
@@ -58,14 +63,20 @@ class ReplayGuard:
             )
         expires = identity.claims.get("exp")
         until = int(expires if isinstance(expires, int | float) else self._clock() + 86400)
+        # This request's mark: if botocore retries a put whose first answer was lost, the
+        # retry finds our own mark, not a replay.
+        mark = uuid.uuid4().hex
         try:
             self._dynamodb.put_item(
                 TableName=self._table,
                 Item={
                     "pk": {"S": self._key(identity, jti)},
                     "ttl": {"N": str(until + self._leeway + 60)},
+                    "mark": {"S": mark},
                 },
-                ConditionExpression="attribute_not_exists(pk)",
+                ConditionExpression="attribute_not_exists(pk) OR #mark = :mine",
+                ExpressionAttributeNames={"#mark": "mark"},
+                ExpressionAttributeValues={":mine": {"S": mark}},
             )
         except ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", "Unknown"))
@@ -84,17 +95,18 @@ class ReplayGuard:
         if not isinstance(jti, str) or not jti:
             return
         try:
-            self._dynamodb.delete_item(
+            self._release_client.delete_item(
                 TableName=self._table, Key={"pk": {"S": self._key(identity, jti)}}
             )
-        except (ClientError, BotoCoreError) as error:
+        except Exception as error:  # noqa: BLE001 - best effort, on a path that already failed
             logger.warning(
                 "replay guard: could not release a jti", extra={"error": type(error).__name__}
             )
 
     @staticmethod
     def _key(identity: Identity, jti: str) -> str:
-        digest = hashlib.sha256(f"{identity.issuer.url}\0{jti}".encode()).hexdigest()
+        text = f"{identity.issuer.url}\0{jti}".encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(text).hexdigest()
         return f"jti#{digest}"
 
     @staticmethod

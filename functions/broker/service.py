@@ -168,7 +168,7 @@ class Broker:
                 self._replay.consume(identity)
             try:
                 minted, source = self._minter.token(identity, grant, policy)
-            except BrokerError:
+            except Exception:
                 if self._replay is not None:
                     self._replay.release(identity)  # nothing was issued: the caller may retry
                 raise
@@ -242,6 +242,8 @@ def _shared_table(
     """The shared token cache and the replay guard, when the settings turn them on."""
     if not settings.cache_table:
         return None, None
+    from botocore.config import Config
+
     from . import aws
     from .replay import ReplayGuard
     from .sharedcache import SharedCacheSettings, SharedTokens
@@ -249,19 +251,37 @@ def _shared_table(
     # The function's own clients carry its configuration and deadline; test doubles that
     # only stand in for STS and CodeArtifact get real clients here (moto in the tests).
     real = clients if isinstance(clients, aws.Clients) else aws.Clients(settings)
-    dynamodb = real.client("dynamodb")
     shared = None
     if settings.shared_cache != "off" and settings.cache_key_id:
         sharing: Sharing = "grant" if settings.shared_cache == "grant" else "subject"
+        # The cache is an optimisation: a slow table or key must not eat the request's time.
+        quick = Config(
+            connect_timeout=0.5,
+            read_timeout=1.0,
+            retries={"mode": "adaptive", "total_max_attempts": 2},
+        )
+        namespace = (settings.role_arn, settings.domain, settings.domain_owner, settings.region)
         shared = SharedTokens(
-            SharedCacheSettings(settings.cache_table, settings.cache_key_id, sharing),
-            dynamodb=dynamodb,
-            kms=real.client("kms"),
+            SharedCacheSettings(settings.cache_table, settings.cache_key_id, sharing, namespace),
+            dynamodb=real.client("dynamodb", config=quick),
+            kms=real.client("kms", config=quick),
         )
     replay = None
     if settings.replay_guard:
         replay = ReplayGuard(
-            dynamodb, settings.cache_table, leeway_seconds=settings.clock_leeway_seconds
+            real.client("dynamodb"),
+            settings.cache_table,
+            leeway_seconds=settings.clock_leeway_seconds,
+            # within the deadline's margin, whatever is left of the request
+            release_client=real.client(
+                "dynamodb",
+                config=Config(
+                    connect_timeout=0.2,
+                    read_timeout=0.25,
+                    retries={"mode": "standard", "total_max_attempts": 1},
+                ),
+                bounded=False,
+            ),
         )
     return shared, replay
 

@@ -49,6 +49,7 @@ from . import deadline
 from .grants import ResolvedGrant
 from .identity import Identity
 from .minted import MintedToken
+from .problems import BrokerError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -65,6 +66,7 @@ ENCRYPTION_PURPOSE = "cabroker-token-cache"
 LEASE_SECONDS = 5.0  # longer than a mint takes; a dead minter's lease lapses after this
 WAIT_SECONDS = 3.0  # the longest a caller waits for another instance's mint, then mints itself
 POLL_SECONDS = (0.025, 0.05, 0.1, 0.2)  # then 0.2 s between reads until the wait is over
+MIN_SECONDS_LEFT = 1.5  # below this, the table is skipped and the time goes to minting
 
 
 class CacheUnavailable(Exception):
@@ -76,6 +78,9 @@ class SharedCacheSettings:
     table: str
     key_id: str
     sharing: Sharing
+    # What else decides what a token can do: the role, domain, owner and region. Part of every
+    # key, so two deployments sharing a table never hand out each other's tokens.
+    namespace: tuple[str, ...] = ()
     lease_seconds: float = LEASE_SECONDS
     wait_seconds: float = WAIT_SECONDS
 
@@ -95,11 +100,10 @@ class SharedTokens:
         self._kms = kms
         self._clock = clock
         self._sleep = sleep
-        self._owner = uuid.uuid4().hex  # this instance, in lease items
 
     def key(self, identity: Identity, grant: ResolvedGrant) -> str:
         """The item key: a digest, so no subject or package pattern is stored in clear."""
-        scope: list[Any] = [self.settings.sharing, *grant.key()]
+        scope: list[Any] = [self.settings.sharing, *self.settings.namespace, *grant.key()]
         if self.settings.sharing == "subject":
             scope += [identity.issuer.url, identity.subject]
         return hashlib.sha256(json.dumps(scope).encode()).hexdigest()
@@ -110,15 +114,28 @@ class SharedTokens:
         mint: Callable[[], MintedToken],
         fresh: Callable[[MintedToken], bool],
     ) -> tuple[MintedToken, Source]:
-        """The shared token for ``key`` if it is ``fresh`` enough, else one minted once."""
+        """The shared token for ``key`` if it is ``fresh`` enough, else one minted once.
+
+        With less than :data:`MIN_SECONDS_LEFT` of the request left the table is not asked:
+        minting is what the time must go to.
+        """
+        left = deadline.remaining()
+        if left is not None and left < MIN_SECONDS_LEFT:
+            return mint(), "minted"
+        lease = uuid.uuid4().hex  # this attempt's, so a lost answer to our own put is ours
         try:
             found = self._read(key)
             if found is not None and fresh(found):
                 return found, "shared"
             give_up = self._clock() + self._wait_budget()
             for attempt in range(10_000):
-                if self._lease(key):
-                    return self._mint_and_share(key, mint), "minted"
+                if self._lease(key, lease):
+                    # Another instance may have delivered between our read and our lease.
+                    found = self._read(key)
+                    if found is not None and fresh(found):
+                        self._release(key, lease)
+                        return found, "shared"
+                    return self._mint_and_share(key, lease, mint), "minted"
                 if self._clock() >= give_up:
                     break
                 self._sleep(POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)])
@@ -138,16 +155,15 @@ class SharedTokens:
         # keep time for minting ourselves if the other instance never delivers
         return wait if left is None else max(0.0, min(wait, left / 2))
 
-    def _mint_and_share(self, key: str, mint: Callable[[], MintedToken]) -> MintedToken:
+    def _mint_and_share(self, key: str, lease: str, mint: Callable[[], MintedToken]) -> MintedToken:
         try:
             minted = mint()
-        except BaseException:
-            self._release(key)  # let a waiting instance try at once
-            raise
-        with suppress(CacheUnavailable):  # logged; the next caller mints again
-            self._write(key, minted)
-        self._release(key)
-        return minted
+            # Not shared (logged), or out of time for it: the token still goes to the caller.
+            with suppress(CacheUnavailable, BrokerError):
+                self._write(key, minted)
+            return minted
+        finally:
+            self._release(key, lease)  # at once, so a waiting instance need not wait it out
 
     # ----------------------------------------------------------------- DynamoDB and KMS
 
@@ -163,40 +179,56 @@ class SharedTokens:
             ).get("Item")
         if item is None:
             return None
-        expires = float(item["expires_at"]["N"])
-        if expires <= self._clock():  # DynamoDB's TTL deletes late; never trust it for expiry
-            return None
+        try:
+            if float(item["expires_at"]["N"]) <= self._clock():
+                return None  # DynamoDB's TTL deletes late: expired, so not worth decrypting
+            ciphertext = item["sealed"]["B"]
+        except (KeyError, TypeError, ValueError):
+            _unavailable("dynamodb:GetItem", {"error": "malformed item"})
         with _cache_errors("kms:Decrypt"):
             plaintext = self._kms.decrypt(
                 KeyId=self.settings.key_id,
-                CiphertextBlob=item["token"]["B"],
+                CiphertextBlob=ciphertext,
                 EncryptionContext=self._context(key),
             )["Plaintext"]
-        return MintedToken(
-            token=plaintext.decode(),
-            expires_at=datetime.fromtimestamp(expires, UTC),
-            endpoint=item["endpoint"]["S"],
-            session=item["session"]["S"],
-        )
+        # Everything handed out comes from the authenticated plaintext, never from the item's
+        # clear attributes: a table writer without the key cannot redirect a token.
+        try:
+            sealed = json.loads(plaintext)
+            minted = MintedToken(
+                token=str(sealed["token"]),
+                expires_at=datetime.fromtimestamp(float(sealed["expires_at"]), UTC),
+                endpoint=str(sealed["endpoint"]),
+                session=str(sealed["session"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            _unavailable("kms:Decrypt", {"error": "malformed plaintext"})
+        if minted.expires_at.timestamp() <= self._clock():
+            return None
+        return minted
 
     def _write(self, key: str, minted: MintedToken) -> None:
+        expires = minted.expires_at.timestamp()
+        sealed = {
+            "token": minted.token,
+            "expires_at": expires,
+            "endpoint": minted.endpoint,
+            "session": minted.session,
+        }
         with _cache_errors("kms:Encrypt"):
             ciphertext = self._kms.encrypt(
                 KeyId=self.settings.key_id,
-                Plaintext=minted.token.encode(),
+                Plaintext=json.dumps(sealed).encode(),
                 EncryptionContext=self._context(key),
             )["CiphertextBlob"]
-        expires = minted.expires_at.timestamp()
         try:
             with _cache_errors("dynamodb:PutItem", expected="ConditionalCheckFailedException"):
                 self._dynamodb.put_item(
                     TableName=self.settings.table,
                     Item={
                         "pk": {"S": f"token#{key}"},
-                        "token": {"B": ciphertext},
+                        "sealed": {"B": ciphertext},
                         "expires_at": {"N": _number(expires)},
-                        "endpoint": {"S": minted.endpoint},
-                        "session": {"S": minted.session},
                         "ttl": {"N": str(int(expires) + 1)},
                     },
                     # never replace a token that outlives this one
@@ -206,8 +238,12 @@ class SharedTokens:
         except _Expected:
             pass
 
-    def _lease(self, key: str) -> bool:
-        """Take the right to mint for ``key``; False while another instance holds it."""
+    def _lease(self, key: str, lease: str) -> bool:
+        """Take the right to mint for ``key``; False while another instance holds it.
+
+        The condition also accepts our own lease: if botocore retried a put whose first
+        answer was lost, the retry must not find the lease "taken" by ourselves.
+        """
         now = self._clock()
         until = now + self.settings.lease_seconds
         try:
@@ -216,19 +252,21 @@ class SharedTokens:
                     TableName=self.settings.table,
                     Item={
                         "pk": {"S": f"lease#{key}"},
-                        "owner": {"S": self._owner},
+                        "owner": {"S": lease},
                         "until": {"N": _number(until)},
                         "ttl": {"N": str(int(until) + 60)},
                     },
-                    ConditionExpression="attribute_not_exists(pk) OR #until < :now",
-                    ExpressionAttributeNames={"#until": "until"},
-                    ExpressionAttributeValues={":now": {"N": _number(now)}},
+                    ConditionExpression=(
+                        "attribute_not_exists(pk) OR #until < :now OR #owner = :me"
+                    ),
+                    ExpressionAttributeNames={"#until": "until", "#owner": "owner"},
+                    ExpressionAttributeValues={":now": {"N": _number(now)}, ":me": {"S": lease}},
                 )
         except _Expected:
             return False
         return True
 
-    def _release(self, key: str) -> None:
+    def _release(self, key: str, lease: str) -> None:
         try:
             with _cache_errors("dynamodb:DeleteItem", expected="ConditionalCheckFailedException"):
                 self._dynamodb.delete_item(
@@ -236,9 +274,9 @@ class SharedTokens:
                     Key={"pk": {"S": f"lease#{key}"}},
                     ConditionExpression="#owner = :me",
                     ExpressionAttributeNames={"#owner": "owner"},
-                    ExpressionAttributeValues={":me": {"S": self._owner}},
+                    ExpressionAttributeValues={":me": {"S": lease}},
                 )
-        except (_Expected, CacheUnavailable):
+        except (_Expected, CacheUnavailable, BrokerError):
             pass  # the lease lapses by itself
 
 

@@ -45,7 +45,7 @@ def test_a_burst_over_the_workers_mints_one_token_per_pipeline(devstack: Running
     # Two workers, each with an empty memory: without the shared cache each would mint.
     assert len(tokens) == 1
     (token,) = tokens
-    stored = [item for item in table_items(devstack) if "token" in item]
+    stored = [item for item in table_items(devstack) if "sealed" in item]
     assert stored, "no token in the shared table"
     assert all(token.encode() not in repr(item).encode() for item in stored)
 

@@ -87,9 +87,19 @@ def the_role_may_use_the_table_and_key_for_the_cache_only(t: Template) -> list[s
         where = f"SharedTokenCache={cache} ReplayGuard={guard}"
         statements = _statements(_stack(t, cache, guard))
         table = [s for s in statements if any("dynamodb:" in a for a in _list(s["Action"]))]
-        keys = [s for s in statements if any("kms:" in a for a in _list(s["Action"]))]
-        if bool(table) != has_table or bool(keys) != uses_key:
-            problems.append(f"{where}: {len(table)} table and {len(keys)} key statements")
+        kms = [s for s in statements if any("kms:" in a for a in _list(s["Action"]))]
+        via = [s for s in kms if "kms:ViaService" in s.get("Condition", {}).get("StringEquals", {})]
+        keys = [s for s in kms if s not in via]
+        if bool(table) != has_table or bool(keys) != uses_key or bool(via) != has_table:
+            problems.append(
+                f"{where}: {len(table)} table, {len(keys)} key, {len(via)} table-key statements"
+            )
+        for statement in via:  # DynamoDB's own use of the key for the table at rest
+            service = statement["Condition"]["StringEquals"]["kms:ViaService"]
+            if service != "dynamodb.us-east-1.amazonaws.com" or len(statement["Condition"]) != 1:
+                problems.append(f"{where}: the table's key is usable through {service}")
+            if statement["Resource"] != "<CacheKey.Arn>":
+                problems.append(f"{where}: table-key statement on {statement['Resource']}")
         for statement in table:
             if set(_list(statement["Action"])) != TABLE_ACTIONS:
                 problems.append(f"{where}: table actions {statement['Action']}")
@@ -167,10 +177,14 @@ MUTATIONS: list[Mutation] = [
      lambda t: _policy(t)[2]["Fn::If"][1]["Action"].append("dynamodb:Scan"),
      the_role_may_use_the_table_and_key_for_the_cache_only),
     ("key usable for anything",
-     lambda t: _policy(t)[3]["Fn::If"][1].pop("Condition"),
+     lambda t: _policy(t)[4]["Fn::If"][1].pop("Condition"),
      the_role_may_use_the_table_and_key_for_the_cache_only),
     ("key usable for GenerateDataKey",
-     lambda t: _policy(t)[3]["Fn::If"][1]["Action"].append("kms:GenerateDataKey"),
+     lambda t: _policy(t)[4]["Fn::If"][1]["Action"].append("kms:GenerateDataKey"),
+     the_role_may_use_the_table_and_key_for_the_cache_only),
+    ("table's key usable through any service",
+     lambda t: _policy(t)[3]["Fn::If"][1]["Condition"]["StringEquals"].update(
+         {"kms:ViaService": "s3.us-east-1.amazonaws.com"}),
      the_role_may_use_the_table_and_key_for_the_cache_only),
     ("TTL attribute renamed",
      lambda t: _props(t, "CacheTable")["TimeToLiveSpecification"].update(AttributeName="expires"),

@@ -28,6 +28,7 @@ from tests.support.oidc import LocalIssuer, Secret, SigningKey, private_key, pub
 JwksFault = Literal[
     "slow",  # answers correctly, but only after ``delay`` seconds
     "trickle",  # sends the headers, then one byte of the body every 50 ms for ``delay`` seconds
+    "trickle-headers",  # sends the status line, then one byte of headers every 50 ms
     "http-503",  # 503 with a JSON body
     "not-json",  # 200, an HTML body
     "no-keys",  # 200, a JSON object without "keys"
@@ -151,6 +152,8 @@ class FaultyIssuer(_Switchable):
             request._send(200, document, json_headers)
         elif fault == "trickle":
             self._trickle(request, document)
+        elif fault == "trickle-headers":
+            self._trickle_headers(request)
         elif fault == "http-503":
             request._send(503, b'{"error": "down"}', json_headers)
         elif fault == "not-json":
@@ -178,6 +181,17 @@ class FaultyIssuer(_Switchable):
             )
         else:
             request._send(200, document, json_headers)
+
+    def _trickle_headers(self, request: _QuietHandler) -> None:
+        request.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        request.wfile.flush()
+        deadline = time.monotonic() + self.delay
+        while time.monotonic() < deadline and not self._released.wait(0.05):
+            try:
+                request.wfile.write(b"X-Slow: " + b"a" * 10 + b"\r\n")  # never ends the headers
+                request.wfile.flush()
+            except OSError:
+                return
 
     def _trickle(self, request: _QuietHandler, document: bytes) -> None:
         request.send_response(200)

@@ -131,9 +131,62 @@ def test_botocore_retries_only_while_a_back_off_and_an_attempt_fit(fake_aws: Fak
     fake_aws.faults["AssumeRole"] = AwsFault("error", "Throttling", 400)
     clients = Clients(Settings.from_env(FAST))
     # 1.5 s: room for the first retry (back-off up to 1 s), not for the second (up to 2 s).
-    with deadline.scope(1.5), pytest.raises(ClientError, match="Throttling"):
+    with deadline.scope(1.5), pytest.raises(ServiceUnavailable, match="sts:AssumeRole"):
         clients.sts.assume_role(**ASSUME_ROLE)
     assert fake_aws.attempts["AssumeRole"] == 2
+
+
+@pytest.mark.parametrize(
+    "fault", [None, AwsFault("error", "ValidationError", 400)], ids=["success", "not retryable"]
+)
+def test_with_little_time_left_an_answer_botocore_would_not_retry_stands(
+    fake_aws: FakeAws, fault: AwsFault | None
+) -> None:
+    """The retry hook never returns a value: older botocore reads any non-None answer, even
+    False, as a delay before retrying, so a success would be sent again and again."""
+    if fault is not None:
+        fake_aws.faults["AssumeRole"] = fault
+    clients = Clients(Settings.from_env(FAST))
+    with deadline.scope(1.2):
+        if fault is None:
+            clients.sts.assume_role(**ASSUME_ROLE)
+        else:
+            with pytest.raises(ClientError, match="ValidationError"):
+                clients.sts.assume_role(**ASSUME_ROLE)
+    assert fake_aws.attempts["AssumeRole"] == 1
+
+
+def test_older_botocore_does_not_resend_a_success_near_the_deadline(
+    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore before the ``is False`` check: any non-None handler answer means "sleep that
+    long and retry" (the Lambda runtime may bring such a release)."""
+    from botocore import endpoint
+    from botocore.hooks import first_non_none_response
+
+    def older_needs_retry(self: Any, attempts: int, operation_model: Any, request_dict: Any,
+                          response: Any = None, caught_exception: Any = None) -> bool:  # fmt: skip
+        service_id = operation_model.service_model.service_id.hyphenize()
+        responses = self._event_emitter.emit(
+            f"needs-retry.{service_id}.{operation_model.name}",
+            response=response,
+            endpoint=self,
+            operation=operation_model,
+            attempts=attempts,
+            caught_exception=caught_exception,
+            request_dict=request_dict,
+        )
+        handler_response = first_non_none_response(responses)
+        if handler_response is None:
+            return False
+        time.sleep(handler_response)
+        return True
+
+    monkeypatch.setattr(endpoint.Endpoint, "_needs_retry", older_needs_retry)
+    clients = Clients(Settings.from_env(FAST))
+    with deadline.scope(1.2):
+        clients.sts.assume_role(**ASSUME_ROLE)
+    assert fake_aws.attempts["AssumeRole"] == 1
 
 
 def test_without_a_deadline_botocore_retries_as_configured(fake_aws: FakeAws) -> None:

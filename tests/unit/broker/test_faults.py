@@ -230,6 +230,7 @@ class TestJwksFaults:
                 "trickle",
                 id="trickled byte by byte",
             ),
+            pytest.param("trickle-headers", id="headers trickled, never ending"),
         ],
     )
     def test_without_cached_keys_the_caller_gets_503_issuer_unavailable_in_time(

@@ -70,6 +70,27 @@ def test_an_id_token_without_a_usable_jti_is_refused(guard: ReplayGuard, jti: ob
         guard.consume(identity(jti))
 
 
+def test_a_retried_put_of_our_own_mark_is_not_a_replay(
+    guard: ReplayGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore retries a put whose answer was lost; the retry finds the mark it wrote."""
+    import types
+    import uuid
+
+    monkeypatch.setattr(uuid, "uuid4", lambda: types.SimpleNamespace(hex="request-1"))
+    guard.consume(identity())
+    guard.consume(identity())  # the same request's retry
+    monkeypatch.setattr(uuid, "uuid4", lambda: types.SimpleNamespace(hex="request-2"))
+    with pytest.raises(InvalidToken, match="used already"):
+        guard.consume(identity())
+
+
+def test_a_jti_with_a_lone_surrogate_is_tracked_not_a_crash(guard: ReplayGuard) -> None:
+    guard.consume(identity("\ud83d"))
+    with pytest.raises(InvalidToken, match="used already"):
+        guard.consume(identity("\ud83d"))
+
+
 def test_a_released_jti_may_be_used_again(guard: ReplayGuard) -> None:
     guard.consume(identity())
     guard.release(identity())
