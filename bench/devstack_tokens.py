@@ -89,8 +89,16 @@ def main() -> int:
         choices=["throttled", "demo"],
         help="leave out the throttled run or the demo story (each starts its own devstack)",
     )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template.yaml parameter, e.g. SharedTokenCache=Disabled (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
+    parameters = dict(item.split("=", 1) for item in args.parameter)
     figures: dict[str, Any] = {
         "requests": args.requests,
         "clients": args.clients,
@@ -105,6 +113,7 @@ def main() -> int:
             watch_rules=False,
             instances=args.instances,
             throttle=throttle,
+            parameters=parameters,
         )
 
     def tokens_for(running: Running, count: int, distinct: bool) -> list[str]:
