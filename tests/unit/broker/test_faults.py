@@ -637,9 +637,11 @@ def test_aws_throttling_and_timeouts_are_503_after_botocore_retries(
     assert answer.headers["Retry-After"] == retry_after
     assert LABEL[operation] in answer.body["detail"]
     assert "(injected)" not in answer.body["detail"]  # nothing AWS says beyond its error code
-    # botocore retried: every attempt reached AWS, with a back-off between them.
-    assert fake_aws.attempts[operation] == AWS_ATTEMPTS
+    # botocore retried: every attempt was made, with a back-off between them (counted by
+    # botocore). On a loaded machine an attempt may time out connecting (0.2 s) before the fake
+    # counts it, so the fake's count is a bound (CI saw 2 of 3 once).
     assert backoff.retries(operation) == AWS_ATTEMPTS - 1
+    assert AWS_ATTEMPTS - 1 <= fake_aws.attempts[operation] <= AWS_ATTEMPTS
     position = ORDER.index(operation)
     assert all(fake_aws.attempts[before] == 1 for before in ORDER[:position])
     assert all(fake_aws.attempts[after] == 0 for after in ORDER[position + 1 :])
