@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .identity import Identity
 from .problems import InvalidToken, ServiceUnavailable
+from .tokens import aws_error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -55,8 +56,8 @@ class ReplayGuard:
 
     def consume(self, identity: Identity) -> None:
         """Record the ID token's ``jti`` as used; refuse it if it was used already."""
-        jti = identity.claims.get("jti")
-        if not isinstance(jti, str) or not jti:
+        jti = _jti(identity)
+        if jti is None:
             raise InvalidToken(
                 "the ID token has no jti claim, and this broker accepts each ID token only once "
                 "(replay guard); use an identity provider that sets jti"
@@ -79,7 +80,7 @@ class ReplayGuard:
                 ExpressionAttributeValues={":mine": {"S": mark}},
             )
         except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", "Unknown"))
+            code = aws_error_code(error)
             if code == "ConditionalCheckFailedException":
                 raise InvalidToken(
                     "this ID token was used already (replay guard): ask your identity provider "
@@ -91,8 +92,8 @@ class ReplayGuard:
 
     def release(self, identity: Identity) -> None:
         """Forget a consumed ``jti`` (minting failed, so the caller may retry); best effort."""
-        jti = identity.claims.get("jti")
-        if not isinstance(jti, str) or not jti:
+        jti = _jti(identity)
+        if jti is None:
             return
         try:
             self._release_client.delete_item(
@@ -116,3 +117,9 @@ class ReplayGuard:
             "the broker cannot check ID tokens for replay right now; try again shortly",
             retry_after=5,
         )
+
+
+def _jti(identity: Identity) -> str | None:
+    """The ID token's ``jti``, if it has a usable one (a non-empty string)."""
+    jti = identity.claims.get("jti")
+    return jti if isinstance(jti, str) and jti else None

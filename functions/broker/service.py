@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from . import __version__
 from .grants import ResolvedGrant, describe_grants, parse_token_request, resolve
 from .identity import Identity, IssuerKeys, Verifier, http_fetcher, token_digest
+from .metrics import count
 from .problems import BrokerError, InvalidToken, ServiceUnavailable
 from .rules import MAX_PACKAGE_PATTERNS, RuleSet
 from .rulesource import RulesSource, file_loader, ssm_loader
@@ -38,7 +38,6 @@ else:
     CodeArtifactClient = STSClient = CredentialsTypeDef = Any
 
 logger = Logger(service="cabroker", child=True)
-METRICS_NAMESPACE = "CodeArtifactBroker"
 
 
 class AwsClients(Protocol):
@@ -130,7 +129,7 @@ class Broker:
         try:
             identity = self._verifier.verify(token, rules)
         except InvalidToken as exc:
-            _count("Denials", "reason", exc.slug)
+            count("Denials", "reason", exc.slug)
             logger.info(
                 "authentication failed",
                 extra={
@@ -173,7 +172,7 @@ class Broker:
                     self._replay.release(identity)  # nothing was issued: the caller may retry
                 raise
         except BrokerError as exc:
-            _count("Denials", "reason", exc.slug)
+            count("Denials", "reason", exc.slug)
             logger.info("token denied", extra={**audit, "decision": "deny", "reason": exc.slug})
             raise
         expires_at = _rfc3339(minted.expires_at)
@@ -190,11 +189,11 @@ class Broker:
                 "session": minted.session,
             },
         )
-        _count("TokensIssued", "access", grant.access)
+        count("TokensIssued", "access", grant.access)
         if source != "minted":
-            _count("TokenCacheHits", "access", grant.access)
+            count("TokenCacheHits", "access", grant.access)
         if source == "shared":
-            _count("SharedCacheHits", "access", grant.access)
+            count("SharedCacheHits", "access", grant.access)
         return {
             "token": minted.token,
             "expires_at": expires_at,
@@ -298,14 +297,6 @@ def _grant_fields(grant: ResolvedGrant) -> Mapping[str, Any]:
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _count(name: str, dimension: str, value: str) -> None:
-    """One CloudWatch EMF count with its own dimension (tokens by access, denials by reason)."""
-    with single_metric(
-        name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE
-    ) as metric:
-        metric.add_dimension(name=dimension, value=value)
 
 
 # ----------------------------------------------------------------- the process's broker

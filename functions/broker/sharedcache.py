@@ -42,14 +42,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import deadline
 from .grants import ResolvedGrant
 from .identity import Identity
+from .metrics import count
 from .minted import MintedToken
 from .problems import BrokerError
+from .tokens import aws_error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -124,29 +125,34 @@ class SharedTokens:
             return mint(), "minted"
         lease = uuid.uuid4().hex  # this attempt's, so a lost answer to our own put is ours
         try:
-            found = self._read(key)
-            if found is not None and fresh(found):
+            found = self._take(key, fresh)
+            if found is not None:
                 return found, "shared"
             give_up = self._clock() + self._wait_budget()
             for attempt in range(10_000):
                 if self._lease(key, lease):
                     # Another instance may have delivered between our read and our lease.
-                    found = self._read(key)
-                    if found is not None and fresh(found):
+                    found = self._take(key, fresh)
+                    if found is not None:
                         self._release(key, lease)
                         return found, "shared"
                     return self._mint_and_share(key, lease, mint), "minted"
                 if self._clock() >= give_up:
                     break
                 self._sleep(POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)])
-                found = self._read(key)
-                if found is not None and fresh(found):
+                found = self._take(key, fresh)
+                if found is not None:
                     return found, "shared"
             logger.warning("gave up waiting for another instance's token", extra={"key": key})
-            _count("SharedCacheWaitsExpired")
+            count("SharedCacheWaitsExpired", "cache", "shared")
         except CacheUnavailable:
             pass  # logged where it happened
         return mint(), "minted"
+
+    def _take(self, key: str, fresh: Callable[[MintedToken], bool]) -> MintedToken | None:
+        """The shared token for ``key`` if there is one ``fresh`` enough for this caller."""
+        found = self._read(key)
+        return found if found is not None and fresh(found) else None
 
     def _wait_budget(self) -> float:
         """How long to wait for another instance: bounded by the request's deadline."""
@@ -293,7 +299,7 @@ def _cache_errors(operation: str, expected: str | None = None) -> Iterator[None]
     try:
         yield
     except ClientError as error:
-        code = str(error.response.get("Error", {}).get("Code", "Unknown"))
+        code = aws_error_code(error)
         if code == expected:
             raise _Expected from None
         _unavailable(operation, {"error_code": code})
@@ -306,16 +312,9 @@ def _unavailable(operation: str, details: dict[str, str]) -> NoReturn:
         "shared token cache unavailable; minting without it",
         extra={"operation": operation, **details},
     )
-    _count("SharedCacheErrors")
+    count("SharedCacheErrors", "cache", "shared")
     raise CacheUnavailable(operation) from None
 
 
 def _number(value: float) -> str:
     return f"{value:.3f}"
-
-
-def _count(name: str) -> None:
-    with single_metric(
-        name=name, unit=MetricUnit.Count, value=1, namespace="CodeArtifactBroker"
-    ) as metric:
-        metric.add_dimension(name="cache", value="shared")

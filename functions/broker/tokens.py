@@ -60,7 +60,7 @@ CodeArtifactFactory = Callable[[CredentialsTypeDef], CodeArtifactClient]
 
 Source = Literal["minted", "memory", "shared"]  # where a token handed out came from
 
-__all__ = ["MintedToken", "Minter", "Source", "session_name"]
+__all__ = ["MintedToken", "Minter", "Source", "aws_error_code", "session_name"]
 
 
 def session_name(issuer_name: str, subject: str) -> str:
@@ -192,13 +192,18 @@ class Minter:
         return url
 
 
+def aws_error_code(error: ClientError) -> str:
+    """The error code an AWS service answered (``Unknown`` when it gave none)."""
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
 @contextmanager
 def _aws_errors(operation: str) -> Iterator[None]:
     """Map AWS failures to problems: throttling and outages are 503, never 500."""
     try:
         yield
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+        code = aws_error_code(exc)
         if code == "PackedPolicyTooLarge":
             raise PolicyTooLarge(
                 "the session policy for this grant is too large for AWS; "
