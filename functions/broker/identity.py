@@ -89,45 +89,58 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 class _Watched:
     """The connections a fetch opened, so a watchdog can cut them at its deadline: a socket
-    timeout bounds each read, not an issuer that trickles its headers byte by byte."""
+    timeout bounds each read, not an issuer that trickles its headers or body byte by byte."""
 
     def __init__(self) -> None:
-        self.connections: list[http.client.HTTPConnection] = []
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._cut = False
 
-    def track(self, connection: http.client.HTTPConnection) -> http.client.HTTPConnection:
+    def connected(self, sock: socket.socket) -> None:
+        """A connection is up; one that comes up after the cut is cut at once."""
         with self._lock:
-            self.connections.append(connection)
-        return connection
+            self._sockets.append(sock)
+            if self._cut:
+                _shut(sock)
 
     def cut(self) -> None:
         with self._lock:
             self._cut = True
-            for connection in self.connections:
-                sock = connection.sock
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+            for sock in self._sockets:
+                _shut(sock)
 
     @property
     def was_cut(self) -> bool:
         return self._cut
 
 
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(base: type[http.client.HTTPConnection], watched: _Watched) -> Any:
+    """``base`` (HTTP or HTTPS), reporting each connection it makes to ``watched``."""
+
+    class Connection(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            super().connect()
+            watched.connected(self.sock)
+
+    return Connection
+
+
 class _WatchedHttp(urllib.request.HTTPHandler):
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         watched: _Watched = getattr(req, "watched")  # noqa: B009 - set by the fetch
-        return self.do_open(
-            lambda host, **kw: watched.track(http.client.HTTPConnection(host, **kw)), req
-        )
+        return self.do_open(_watched(http.client.HTTPConnection, watched), req)
 
 
 class _WatchedHttps(urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         watched: _Watched = getattr(req, "watched")  # noqa: B009 - set by the fetch
         return self.do_open(
-            lambda host, **kw: watched.track(http.client.HTTPSConnection(host, **kw)),
+            _watched(http.client.HTTPSConnection, watched),
             req,
             context=getattr(self, "_context", None),
         )
@@ -137,7 +150,7 @@ def http_fetcher(timeout: float) -> FetchJson:
     """A small JSON-over-HTTP(S) GET with a timeout, a size cap and no redirects.
 
     Within a request's deadline (:mod:`broker.deadline`) a fetch gets at most half the time
-    left, since it may take about twice its timeout; with no time left it does not start.
+    left (the rest is for minting); with no time left it does not start.
     """
     opener = urllib.request.build_opener(_NoRedirects, _WatchedHttp, _WatchedHttps)
 
@@ -149,29 +162,19 @@ def http_fetcher(timeout: float) -> FetchJson:
             raise OutOfTime(f"no time was left to fetch {url}")
         wait = deadline.bounded(2 * timeout) / 2  # the timeout, or half the time left
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
-        # A total deadline, not only a per-read one: an issuer trickling bytes cannot hold a
-        # request longer than about twice the wait (the last read may block for one).
-        answer_by = time.monotonic() + wait
+        # A total deadline, not only a per-read one: a watchdog cuts the connection when the
+        # wait is over, wherever the fetch is blocked (a connection made later is cut as it
+        # comes up; connecting itself is bounded by the socket timeout), so an issuer
+        # trickling its headers or body cannot hold a request. DNS resolution is the only wait
+        # it cannot cut.
         watched = _Watched()
         request.watched = watched  # type: ignore[attr-defined]  # read by the handlers above
-        # A watchdog cuts the connection at the total deadline, wherever the fetch is blocked
-        # (headers included); DNS resolution is the only wait it cannot cut.
         watchdog = threading.Timer(wait, watched.cut)
         watchdog.daemon = True
         watchdog.start()
         try:
             with opener.open(request, timeout=wait) as response:
-                chunks: list[bytes] = []
-                size = 0
-                while size <= MAX_DOCUMENT_BYTES:
-                    if time.monotonic() > answer_by:
-                        raise FetchError(f"{url} took longer than {wait:.2f} s to answer")
-                    chunk = response.read1(MAX_DOCUMENT_BYTES + 1 - size)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-                raw = b"".join(chunks)
+                raw = response.read(MAX_DOCUMENT_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raise FetchError(f"{url} answered HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:

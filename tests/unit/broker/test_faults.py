@@ -931,8 +931,8 @@ def test_the_deadline_not_the_sum_of_timeouts_bounds_a_request(
     # What the request may work: the function's Timeout less the margin for answering.
     work = function["Timeout"] - deadline.MARGIN_SECONDS
     assert work >= function["Timeout"] / 2, (deadline.MARGIN_SECONDS, function["Timeout"])
-    # One AWS attempt and one issuer fetch (about twice its timeout) fit in it, so the deadline
-    # refuses nothing to a request whose dependencies are merely not instant.
+    # One AWS attempt and one issuer fetch (given at most half the time left) fit in it, so the
+    # deadline refuses nothing to a request whose dependencies are merely not instant.
     assert settings.aws_connect_timeout_seconds + settings.aws_read_timeout_seconds < work
     assert 2 * settings.http_timeout_seconds < work
     # The sum of every wait does not fit (3 calls x attempts x (connect + read), and issuer

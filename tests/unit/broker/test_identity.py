@@ -3,13 +3,14 @@ stale-if-error, failure back-off, and which keys are usable for which algorithm.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from broker import deadline
+from broker import deadline, identity
 from broker.identity import FetchError, IssuerKeys, OutOfTime, http_fetcher
 from broker.problems import InvalidToken, IssuerUnavailable
 from broker.rules import Issuer
@@ -302,3 +303,16 @@ def test_a_request_out_of_time_is_served_stale_keys(idp: FakeIdP, clock: Clock) 
     with deadline.scope(0.0):
         assert keys.key(ISSUER, "a", "RS256") is not None
     assert jwks_fetches(idp) == 1
+
+
+def test_a_connection_that_comes_up_after_the_watchdog_fired_is_cut_at_once() -> None:
+    """Connecting took the whole wait: the watchdog found no socket to cut, so the socket is
+    cut as it comes up instead of reading at the issuer's pace."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        watched = identity._Watched()
+        watched.cut()
+        watched.connected(ours)
+        ours.settimeout(1)
+        assert ours.recv(1) == b""  # shut down: no waiting on the issuer
+        assert watched.was_cut
