@@ -181,6 +181,24 @@ STALE_SECONDS = 120  # BROKER_JWKS_STALE_SECONDS in these tests (the default is 
 JWKS_TTL = 600  # the conftest jwks_ttl fixture
 
 IssuerFault = JwksFault | Literal["refused"]
+ISSUER_FAULT_IDS: dict[str, str] = {
+    "slow": "slow",
+    "refused": "connection refused",
+    "http-503": "503",
+    "not-json": "not JSON",
+    "no-keys": "JSON without keys",
+    "keys-not-a-list": "keys not a list",
+    "keys-of-wrong-type": "keys of the wrong type",
+    "not-http": "not HTTP",
+    "cut-chunked": "chunked body cut short",
+    "trickle": "trickled byte by byte",
+    "trickle-headers": "headers trickled, never ending",
+}
+
+
+def issuer_faults(*faults: IssuerFault) -> list[Any]:
+    """``faults`` as test parameters, each with its readable id."""
+    return [pytest.param(fault, id=ISSUER_FAULT_IDS[fault]) for fault in faults]
 
 
 class TestJwksFaults:
@@ -212,27 +230,11 @@ class TestJwksFaults:
 
     @pytest.mark.parametrize(
         "fault",
-        [
-            pytest.param("slow", id="slow"),
-            pytest.param("refused", id="connection refused"),
-            pytest.param("no-keys", id="JSON without keys"),
-            pytest.param("keys-not-a-list", id="keys not a list"),
-            pytest.param("keys-of-wrong-type", id="keys of the wrong type"),
-            pytest.param(
-                "not-http",
-                id="not HTTP",
-            ),
-            pytest.param(
-                "cut-chunked",
-                id="chunked body cut short",
-            ),
-            pytest.param(
-                "trickle",
-                id="trickled byte by byte",
-            ),
-            pytest.param("trickle-headers", id="headers trickled, never ending"),
-        ],
-    )
+        issuer_faults(
+            "slow", "refused", "no-keys", "keys-not-a-list", "keys-of-wrong-type", "not-http",
+            "cut-chunked", "trickle", "trickle-headers",
+        ),
+    )  # fmt: skip
     def test_without_cached_keys_the_caller_gets_503_issuer_unavailable_in_time(
         self,
         call: Call,
@@ -255,24 +257,11 @@ class TestJwksFaults:
 
     @pytest.mark.parametrize(
         "fault",
-        [
-            pytest.param("slow", id="slow"),
-            pytest.param("refused", id="connection refused"),
-            pytest.param("http-503", id="503"),
-            pytest.param("not-json", id="not JSON"),
-            pytest.param("no-keys", id="JSON without keys"),
-            pytest.param("keys-not-a-list", id="keys not a list"),
-            pytest.param("keys-of-wrong-type", id="keys of the wrong type"),
-            pytest.param(
-                "not-http",
-                id="not HTTP",
-            ),
-            pytest.param(
-                "cut-chunked",
-                id="chunked body cut short",
-            ),
-        ],
-    )
+        issuer_faults(
+            "slow", "refused", "http-503", "not-json", "no-keys", "keys-not-a-list",
+            "keys-of-wrong-type", "not-http", "cut-chunked",
+        ),
+    )  # fmt: skip
     def test_cached_keys_serve_within_the_stale_window_then_503(
         self,
         call: Call,

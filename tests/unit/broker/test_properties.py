@@ -66,9 +66,9 @@ MAX_POLICY = 2048  # README: "a 2048-character session policy"
 # =========================================================================== 1. claim matching
 
 
-def one_constraint_rules(claim: str, constraint: Json) -> RuleSet:
-    """A rules document with one rule constraining one claim, loaded by the real YAML loader."""
-    document = {
+def one_constraint_document(claim: str, constraint: Json) -> dict[str, Any]:
+    """A rules document with one rule, ``only``, constraining one claim."""
+    return {
         "version": 1,
         "issuers": {"idp": {"url": ISSUER_URL, "audience": "aud"}},
         "rules": [
@@ -80,6 +80,11 @@ def one_constraint_rules(claim: str, constraint: Json) -> RuleSet:
             }
         ],
     }
+
+
+def one_constraint_rules(claim: str, constraint: Json) -> RuleSet:
+    """That document, loaded by the real YAML loader."""
+    document = one_constraint_document(claim, constraint)
     return parse(yaml.safe_dump(document, allow_unicode=False, sort_keys=False))
 
 
@@ -232,18 +237,7 @@ ASTRAL = "\U0001f680"
 def test_a_json_rules_document_matches_like_the_same_document_in_yaml(
     claim: str, glob: str, fill: str
 ) -> None:
-    document = {
-        "version": 1,
-        "issuers": {"idp": {"url": ISSUER_URL, "audience": "aud"}},
-        "rules": [
-            {
-                "name": "only",
-                "issuer": "idp",
-                "claims": {claim: glob},
-                "grant": {"repository": "internal", "access": "read"},
-            }
-        ],
-    }
+    document = one_constraint_document(claim, glob)
     ruleset = parse(json.dumps(document))  # README: "A YAML (or JSON) document"
     assert matched(ruleset, {claim: glob.replace("*", fill)})
 
