@@ -14,7 +14,7 @@ import pytest
 
 from devstack import cfn_yaml
 from infra.package_groups import pattern_error
-from tests.infra.cfn_eval import Check, Mutation, Stack, Template, mutation_params
+from tests.infra.cfn_eval import Check, Mutation, Stack, Template, mutation_params, properties
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "codeartifact.yaml"
 
@@ -188,18 +188,13 @@ def test_the_template_has_the_property(check: Check) -> None:
 # --------------------------------------------------------------------------- mutations
 
 
-def _resource_props(t: Template, name: str) -> dict[str, Any]:
-    props: dict[str, Any] = t["Resources"][name]["Properties"]
-    return props
-
-
 def _group(t: Template, number: int = 3) -> dict[str, Any]:
     props: dict[str, Any] = t["Resources"][f"InternalGroup{number}"]["Properties"]
     return props
 
 
 def _share_policy_statement(t: Template, resource: str, index: int) -> dict[str, Any]:
-    policy = _resource_props(t, resource)["PermissionsPolicyDocument"]["Fn::If"][1]
+    policy = properties(t, resource)["PermissionsPolicyDocument"]["Fn::If"][1]
     statement: dict[str, Any] = policy["Statement"][index]["Fn::If"][1]
     return statement
 
@@ -217,19 +212,17 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "external connection on the private repository",
-        lambda t: _resource_props(t, "PrivateRepository").update(
-            ExternalConnections=["public:pypi"]
-        ),
+        lambda t: properties(t, "PrivateRepository").update(ExternalConnections=["public:pypi"]),
         external_connection_only_on_the_store,
     ),
     (
         "store without the connection",
-        lambda t: _resource_props(t, "StoreRepository").pop("ExternalConnections"),
+        lambda t: properties(t, "StoreRepository").pop("ExternalConnections"),
         external_connection_only_on_the_store,
     ),
     (
         "private repository without upstream",
-        lambda t: _resource_props(t, "PrivateRepository").pop("Upstreams"),
+        lambda t: properties(t, "PrivateRepository").pop("Upstreams"),
         private_upstream_is_the_store,
     ),
     (
@@ -278,8 +271,8 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "domain always shared",
-        lambda t: _resource_props(t, "Domain").update(
-            PermissionsPolicyDocument=_resource_props(t, "Domain")["PermissionsPolicyDocument"][
+        lambda t: properties(t, "Domain").update(
+            PermissionsPolicyDocument=properties(t, "Domain")["PermissionsPolicyDocument"][
                 "Fn::If"
             ][1]
         ),

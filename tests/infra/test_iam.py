@@ -35,6 +35,7 @@ from tests.infra.cfn_eval import (
     load,
     mutation_params,
     parameter_error,
+    properties,
     role_policy_documents,
     statements,
 )
@@ -420,14 +421,9 @@ def test_domain_owner_picks_the_account_of_every_arn(
 # --------------------------------------------------------------------------- mutations
 
 
-def _props(t: Template, resource: str) -> dict[str, Any]:
-    props: dict[str, Any] = t["Resources"][resource]["Properties"]
-    return props
-
-
 def _statement(t: Template, resource: str, sid: str) -> dict[str, Any]:
     """The statement ``sid`` of a policy resource or of TokenIssuerRole's inline policy."""
-    props = _props(t, resource)
+    props = properties(t, resource)
     document = (
         props["Policies"][0]["PolicyDocument"] if "Policies" in props else props["PolicyDocument"]
     )
@@ -437,7 +433,7 @@ def _statement(t: Template, resource: str, sid: str) -> dict[str, Any]:
 
 
 def _trust(t: Template) -> dict[str, Any]:
-    statement: dict[str, Any] = _props(t, "TokenIssuerRole")["AssumeRolePolicyDocument"][
+    statement: dict[str, Any] = properties(t, "TokenIssuerRole")["AssumeRolePolicyDocument"][
         "Statement"
     ][0]
     return statement
@@ -461,7 +457,7 @@ ARN = "arn:${AWS::Partition}:codeartifact:${AWS::Region}:${Owner}"
 MUTATIONS: list[Mutation] = [
     (
         "the account root is trusted too",
-        lambda t: _props(t, "TokenIssuerRole")["AssumeRolePolicyDocument"]["Statement"].append(
+        lambda t: properties(t, "TokenIssuerRole")["AssumeRolePolicyDocument"]["Statement"].append(
             {
                 "Effect": "Allow",
                 "Principal": {
@@ -494,19 +490,19 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "twelve-hour issuer sessions",
-        lambda t: _props(t, "TokenIssuerRole").update(MaxSessionDuration=43200),
+        lambda t: properties(t, "TokenIssuerRole").update(MaxSessionDuration=43200),
         issuer_role_sessions_last_at_most_an_hour,
     ),
     (
         "AdministratorAccess on the issuer role",
-        lambda t: _props(t, "TokenIssuerRole").update(
+        lambda t: properties(t, "TokenIssuerRole").update(
             ManagedPolicyArns=["arn:aws:iam::aws:policy/AdministratorAccess"]
         ),
         issuer_role_has_no_managed_or_attached_policies,
     ),
     (
         "admin policy attached to the issuer role",
-        lambda t: _props(t, "AdminPolicy").update(Roles=[{"Ref": "TokenIssuerRole"}]),
+        lambda t: properties(t, "AdminPolicy").update(Roles=[{"Ref": "TokenIssuerRole"}]),
         issuer_role_has_no_managed_or_attached_policies,
     ),
     (
@@ -629,7 +625,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "admin may manage IAM",
-        lambda t: _props(t, "AdminPolicy")["PolicyDocument"]["Statement"].append(
+        lambda t: properties(t, "AdminPolicy")["PolicyDocument"]["Statement"].append(
             {
                 "Effect": "Allow",
                 "Action": "iam:PassRole",

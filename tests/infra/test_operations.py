@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.infra.cfn_eval import Check, Mutation, Stack, Template, load, mutation_params
+from tests.infra.cfn_eval import (
+    Check,
+    Mutation,
+    Stack,
+    Template,
+    load,
+    mutation_params,
+    properties,
+)
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 TOPIC = "arn:aws:sns:us-east-1:111122223333:pager"
@@ -93,23 +101,19 @@ def test_the_template_has_the_property(check: Check) -> None:
     assert check(load(TEMPLATE)) == []
 
 
-def _props(t: Template, name: str) -> Any:
-    return t["Resources"][name]["Properties"]
-
-
 MUTATIONS: list[Mutation] = [
-    ("5xx alarm watches 4xx", lambda t: _props(t, "ApiErrorsAlarm").update(MetricName="4xx"),
+    ("5xx alarm watches 4xx", lambda t: properties(t, "ApiErrorsAlarm").update(MetricName="4xx"),
      alarms_watch_the_runbook_signals),
     ("denials alarm drops a reason",
-     lambda t: _props(t, "DenialsAlarm")["Metrics"].pop(), alarms_watch_the_runbook_signals),
+     lambda t: properties(t, "DenialsAlarm")["Metrics"].pop(), alarms_watch_the_runbook_signals),
     ("latency alarm never notifies",
-     lambda t: _props(t, "MintLatencyAlarm").pop("AlarmActions"),
+     lambda t: properties(t, "MintLatencyAlarm").pop("AlarmActions"),
      alarms_notify_the_topic_only_when_given),
     ("dashboard body broken",
-     lambda t: _props(t, "Dashboard").update(DashboardBody="{not json"),
+     lambda t: properties(t, "Dashboard").update(DashboardBody="{not json"),
      dashboard_is_json_for_this_stack),
     ("token route throttling removed",
-     lambda t: _props(t, "BrokerApi").pop("RouteSettings"), token_route_has_its_own_throttling),
+     lambda t: properties(t, "BrokerApi").pop("RouteSettings"), token_route_has_its_own_throttling),
 ]  # fmt: skip
 
 

@@ -12,7 +12,16 @@ import pytest
 
 from broker.settings import Settings
 from broker.sharedcache import ENCRYPTION_PURPOSE
-from tests.infra.cfn_eval import Check, Mutation, Stack, Template, load, mutation_params
+from tests.infra.cfn_eval import (
+    Check,
+    Mutation,
+    Stack,
+    Template,
+    as_list,
+    load,
+    mutation_params,
+    properties,
+)
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 COMBINATIONS = [
@@ -86,8 +95,8 @@ def the_role_may_use_the_table_and_key_for_the_cache_only(t: Template) -> list[s
     for cache, guard, _, _, has_table, uses_key in COMBINATIONS:
         where = f"SharedTokenCache={cache} ReplayGuard={guard}"
         statements = _statements(_stack(t, cache, guard))
-        table = [s for s in statements if any("dynamodb:" in a for a in _list(s["Action"]))]
-        kms = [s for s in statements if any("kms:" in a for a in _list(s["Action"]))]
+        table = [s for s in statements if any("dynamodb:" in a for a in as_list(s["Action"]))]
+        kms = [s for s in statements if any("kms:" in a for a in as_list(s["Action"]))]
         via = [s for s in kms if "kms:ViaService" in s.get("Condition", {}).get("StringEquals", {})]
         keys = [s for s in kms if s not in via]
         if bool(table) != has_table or bool(keys) != uses_key or bool(via) != has_table:
@@ -101,12 +110,12 @@ def the_role_may_use_the_table_and_key_for_the_cache_only(t: Template) -> list[s
             if statement["Resource"] != "<CacheKey.Arn>":
                 problems.append(f"{where}: table-key statement on {statement['Resource']}")
         for statement in table:
-            if set(_list(statement["Action"])) != TABLE_ACTIONS:
+            if set(as_list(statement["Action"])) != TABLE_ACTIONS:
                 problems.append(f"{where}: table actions {statement['Action']}")
             if statement["Resource"] != "<CacheTable.Arn>":
                 problems.append(f"{where}: table statement on {statement['Resource']}")
         for statement in keys:
-            if set(_list(statement["Action"])) != {"kms:Encrypt", "kms:Decrypt"}:
+            if set(as_list(statement["Action"])) != {"kms:Encrypt", "kms:Decrypt"}:
                 problems.append(f"{where}: key actions {statement['Action']}")
             if statement["Resource"] != "<CacheKey.Arn>":
                 problems.append(f"{where}: key statement on {statement['Resource']}")
@@ -135,10 +144,6 @@ def the_table_expires_items_and_is_encrypted_by_the_key(t: Template) -> list[str
     return problems
 
 
-def _list(value: Any) -> list[str]:
-    return list(value) if isinstance(value, list) else [value]
-
-
 CHECKS: list[Check] = [
     resources_and_environment_follow_the_parameters,
     the_role_may_use_the_table_and_key_for_the_cache_only,
@@ -151,16 +156,12 @@ def test_the_template_has_the_property(check: Check) -> None:
     assert check(load(TEMPLATE)) == []
 
 
-def _props(t: Template, name: str) -> Any:
-    return t["Resources"][name]["Properties"]
-
-
 def _env(t: Template) -> Any:
-    return _props(t, "BrokerFunction")["Environment"]["Variables"]
+    return properties(t, "BrokerFunction")["Environment"]["Variables"]
 
 
 def _policy(t: Template) -> Any:
-    return _props(t, "BrokerFunctionPolicy")["PolicyDocument"]["Statement"]
+    return properties(t, "BrokerFunctionPolicy")["PolicyDocument"]["Statement"]
 
 
 MUTATIONS: list[Mutation] = [
@@ -187,10 +188,11 @@ MUTATIONS: list[Mutation] = [
          {"kms:ViaService": "s3.us-east-1.amazonaws.com"}),
      the_role_may_use_the_table_and_key_for_the_cache_only),
     ("TTL attribute renamed",
-     lambda t: _props(t, "CacheTable")["TimeToLiveSpecification"].update(AttributeName="expires"),
+     lambda t: properties(t, "CacheTable")["TimeToLiveSpecification"].update(
+         AttributeName="expires"),
      the_table_expires_items_and_is_encrypted_by_the_key),
     ("key rotation off",
-     lambda t: _props(t, "CacheKey").update(EnableKeyRotation=False),
+     lambda t: properties(t, "CacheKey").update(EnableKeyRotation=False),
      the_table_expires_items_and_is_encrypted_by_the_key),
 ]  # fmt: skip
 

@@ -407,19 +407,15 @@ def test_the_template_has_the_property(check: Check) -> None:
     assert check(load(TEMPLATE)) == []
 
 
-def _props(t: Template, resource: str) -> dict[str, Any]:
-    return properties(t, resource)
-
-
 def _broker_statement(t: Template, sid: str) -> dict[str, Any]:
-    document = _props(t, "BrokerFunctionPolicy")["PolicyDocument"]
+    document = properties(t, "BrokerFunctionPolicy")["PolicyDocument"]
     matches: list[dict[str, Any]] = [s for s in document["Statement"] if s.get("Sid") == sid]
     (statement,) = matches
     return statement
 
 
 def _environment(t: Template) -> dict[str, Any]:
-    variables: dict[str, Any] = _props(t, "BrokerFunction")["Environment"]["Variables"]
+    variables: dict[str, Any] = properties(t, "BrokerFunction")["Environment"]["Variables"]
     return variables
 
 
@@ -433,14 +429,14 @@ S3_READ = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
 MUTATIONS: list[Mutation] = [
     (
         "the account may assume the broker role",
-        lambda t: _props(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"]["Statement"][0][
+        lambda t: properties(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"]["Statement"][0][
             "Principal"
         ].update(AWS={"Ref": "AWS::AccountId"}),
         broker_role_is_for_lambda_only,
     ),
     (
         "AdministratorAccess on the broker role",
-        lambda t: _props(t, "BrokerFunctionRole")["ManagedPolicyArns"].append(
+        lambda t: properties(t, "BrokerFunctionRole")["ManagedPolicyArns"].append(
             "arn:aws:iam::aws:policy/AdministratorAccess"
         ),
         broker_role_managed_policies_are_logs_and_traces,
@@ -468,7 +464,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "broker role gets an inline policy",
-        lambda t: _props(t, "BrokerFunctionRole").update(
+        lambda t: properties(t, "BrokerFunctionRole").update(
             Policies=[{"PolicyName": "more", "PolicyDocument": {"Statement": [S3_READ]}}]
         ),
         broker_role_may_only_assume_token_issuer_and_read_rules,
@@ -490,7 +486,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "function with SAM policies",
-        lambda t: _props(t, "BrokerFunction").update(Policies=["AmazonS3ReadOnlyAccess"]),
+        lambda t: properties(t, "BrokerFunction").update(Policies=["AmazonS3ReadOnlyAccess"]),
         broker_role_may_only_assume_token_issuer_and_read_rules,
     ),
     (
@@ -507,7 +503,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "function without an explicit role",
-        lambda t: _props(t, "BrokerFunction").pop("Role"),
+        lambda t: properties(t, "BrokerFunction").pop("Role"),
         only_the_broker_function_role,
     ),
     (
@@ -524,49 +520,49 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "issuer role trusts the account root",
-        lambda t: _props(t, "Iam")["Parameters"].update(
+        lambda t: properties(t, "Iam")["Parameters"].update(
             BrokerRoleArn={"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
         ),
         iam_stack_trusts_the_broker_role_for_the_domain_created,
     ),
     (
         "Iam sees the store repository",
-        lambda t: _props(t, "Iam")["Parameters"].update(
+        lambda t: properties(t, "Iam")["Parameters"].update(
             RepositoryName={OUTPUT: ["CodeArtifact", "Outputs.StoreRepositoryName"]}
         ),
         iam_stack_trusts_the_broker_role_for_the_domain_created,
     ),
     (
         "reader flag creates the publisher policy",
-        lambda t: _props(t, "Iam")["Parameters"].update(
+        lambda t: properties(t, "Iam")["Parameters"].update(
             CreatePublisherPolicy={"Ref": "CreateReaderPolicy"}
         ),
         iam_stack_trusts_the_broker_role_for_the_domain_created,
     ),
     (
         "prefixes joined with ';'",
-        lambda t: _props(t, "CodeArtifact")["Parameters"]["InternalPrefixes"][
+        lambda t: properties(t, "CodeArtifact")["Parameters"]["InternalPrefixes"][
             "Fn::Join"
         ].__setitem__(0, ";"),
         codeartifact_stack_gets_the_root_parameters,
     ),
     (
         "prefixes passed as a list",
-        lambda t: _props(t, "CodeArtifact")["Parameters"].update(
+        lambda t: properties(t, "CodeArtifact")["Parameters"].update(
             InternalPrefixes={"Ref": "InternalPrefixes"}
         ),
         codeartifact_stack_gets_the_root_parameters,
     ),
     (
         "encryption key not passed",
-        lambda t: _props(t, "CodeArtifact")["Parameters"].pop("EncryptionKeyArn"),
+        lambda t: properties(t, "CodeArtifact")["Parameters"].pop("EncryptionKeyArn"),
         codeartifact_stack_gets_the_root_parameters,
     ),
     (
         "reader and publisher accounts swapped",
-        lambda t: _props(t, "CodeArtifact")["Parameters"].update(
-            ReaderAccounts=_props(t, "CodeArtifact")["Parameters"]["PublisherAccounts"],
-            PublisherAccounts=_props(t, "CodeArtifact")["Parameters"]["ReaderAccounts"],
+        lambda t: properties(t, "CodeArtifact")["Parameters"].update(
+            ReaderAccounts=properties(t, "CodeArtifact")["Parameters"]["PublisherAccounts"],
+            PublisherAccounts=properties(t, "CodeArtifact")["Parameters"]["ReaderAccounts"],
         ),
         codeartifact_stack_gets_the_root_parameters,
     ),
@@ -606,12 +602,12 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "a parameter the Iam stack lacks",
-        lambda t: _props(t, "Iam")["Parameters"].update(Owner={"Ref": "AWS::AccountId"}),
+        lambda t: properties(t, "Iam")["Parameters"].update(Owner={"Ref": "AWS::AccountId"}),
         nested_stacks_agree_with_their_templates,
     ),
     (
         "BrokerRoleArn not passed",
-        lambda t: _props(t, "Iam")["Parameters"].pop("BrokerRoleArn"),
+        lambda t: properties(t, "Iam")["Parameters"].pop("BrokerRoleArn"),
         nested_stacks_agree_with_their_templates,
     ),
     (
@@ -621,14 +617,14 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "a list passed to a String parameter",
-        lambda t: _props(t, "Iam")["Parameters"].update(
+        lambda t: properties(t, "Iam")["Parameters"].update(
             DomainName={"Fn::Join": [",", {"Ref": "InternalPrefixes"}]}
         ),
         nested_stacks_agree_with_their_templates,
     ),
     (
         "nested template missing",
-        lambda t: _props(t, "Iam").update(Location="infra/missing.yaml"),
+        lambda t: properties(t, "Iam").update(Location="infra/missing.yaml"),
         nested_stacks_agree_with_their_templates,
     ),
     (
