@@ -2,11 +2,16 @@
 
 Each mutant edits one security check out of a scratch copy of the repository and runs the
 tests that guard it; a mutant that survives (tests still green) is a check nothing protects.
-Run: ``make mutants`` (a few minutes; not part of ``make test``).
+Run: ``make mutants`` (a few minutes; not part of ``make test``, which checks only that each
+mutant's text is found once, ``tests/test_mutants.py``).
+
+The broker's mutants are listed here; each other area lists its own in ``tests/mutants_*.py``
+(a module-level ``MUTANTS`` built with :func:`mutant`), gathered by :func:`all_mutants`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -263,6 +268,25 @@ MUTANTS = [
 ]
 
 
+def all_mutants() -> list[Mutant]:
+    """The mutants above and those of every ``tests/mutants_*.py``, names unique."""
+    if str(ROOT) not in sys.path:  # run as a script: the area modules import tests.mutants
+        sys.path.insert(0, str(ROOT))
+    found = list(MUTANTS)
+    for path in sorted(Path(__file__).parent.glob("mutants_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_mutants_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise SystemExit(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found.extend(module.MUTANTS)
+    names = [candidate.name for candidate in found]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise SystemExit(f"mutant names used twice: {', '.join(duplicated)}")
+    return found
+
+
 def run(candidate: Mutant, scratch: Path) -> bool:
     """Apply one mutant to the scratch copy; True when the guarding tests caught it."""
     for edit in candidate.edits:  # edits to one file apply one after the other
@@ -294,12 +318,13 @@ def main() -> int:
             ignore=shutil.ignore_patterns(".venv*", ".git", ".aws-sam", "*_cache", "__pycache__"),
         )
         survivors = []
-        for candidate in MUTANTS:
+        mutants = all_mutants()
+        for candidate in mutants:
             caught = run(candidate, scratch)
             print(f"{'caught  ' if caught else 'SURVIVED'}  {candidate.name}", flush=True)
             if not caught:
                 survivors.append(candidate.name)
-    print(f"{len(MUTANTS) - len(survivors)} caught, {len(survivors)} survived")
+    print(f"{len(mutants) - len(survivors)} caught, {len(survivors)} survived")
     return 1 if survivors else 0
 
 
