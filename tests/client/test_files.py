@@ -19,9 +19,10 @@ from urllib.parse import quote
 import pytest
 from twine.utils import get_repository_from_config
 
-from cabroker import files
+from cabroker import entries, files
+from cabroker.entries import Owned
 from cabroker.errors import FilesError
-from cabroker.files import Action, Ledger, Owned
+from cabroker.ledger import Action, Ledger, RestoreIncomplete
 from cabroker.outputs import index_url_with_credentials
 from cabroker.secret import Secret
 from tests.client.test_outputs import (
@@ -94,7 +95,7 @@ PIP_LINE = b"index-url = <URL>\n"
 
 @pytest.mark.parametrize("current", [None, b""], ids=["absent", "empty"])
 def test_pip_conf_new(current: bytes | None) -> None:
-    assert_bytes(files.pip_conf(current, GRANT), b"[global]\n" + PIP_LINE)
+    assert_bytes(entries.pip_conf(current, GRANT), b"[global]\n" + PIP_LINE)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def test_pip_conf_new(current: bytes | None) -> None:
     ],
 )
 def test_pip_conf_keeps_every_other_byte(current: bytes, expected: bytes) -> None:
-    assert_bytes(files.pip_conf(current, GRANT), expected)
+    assert_bytes(entries.pip_conf(current, GRANT), expected)
 
 
 def test_pip_conf_path_per_platform(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ SERVERS = b"[distutils]\nindex-servers =\n    pypi\n    testpypi\n    codeartifa
 
 @pytest.mark.parametrize("current", [None, b""], ids=["absent", "empty"])
 def test_pypirc_new_keeps_twines_default_servers(current: bytes | None) -> None:
-    assert_bytes(files.pypirc(current, GRANT), SERVERS + b"\n" + SECTION)
+    assert_bytes(entries.pypirc(current, GRANT), SERVERS + b"\n" + SECTION)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +216,7 @@ def test_pypirc_new_keeps_twines_default_servers(current: bytes | None) -> None:
     ],
 )
 def test_pypirc_keeps_every_other_byte(current: bytes, expected: bytes) -> None:
-    assert_bytes(files.pypirc(current, GRANT), expected)
+    assert_bytes(entries.pypirc(current, GRANT), expected)
 
 
 def test_twine_reads_the_written_pypirc(home: Path, ledger: Ledger) -> None:
@@ -237,7 +238,7 @@ MACHINE = f"machine {HOST} login aws password <TOKEN>".encode()
 
 @pytest.mark.parametrize("current", [None, b""], ids=["absent", "empty"])
 def test_netrc_new(current: bytes | None) -> None:
-    assert_bytes(files.netrc(current, GRANT), MACHINE + b"\n")
+    assert_bytes(entries.netrc(current, GRANT), MACHINE + b"\n")
 
 
 @pytest.mark.parametrize(
@@ -274,7 +275,7 @@ def test_netrc_new(current: bytes | None) -> None:
     ],
 )
 def test_netrc_keeps_every_other_byte(current: bytes, expected: bytes) -> None:
-    assert_bytes(files.netrc(current, GRANT), expected)
+    assert_bytes(entries.netrc(current, GRANT), expected)
 
 
 def test_python_netrc_reads_the_written_file(home: Path, ledger: Ledger) -> None:
@@ -291,7 +292,7 @@ def test_python_netrc_reads_the_written_file(home: Path, ledger: Ledger) -> None
 
 def test_netrc_refuses_a_token_it_cannot_hold() -> None:
     with pytest.raises(FilesError, match="netrc"):
-        files.netrc(None, make_grant(token="has space"))
+        entries.netrc(None, make_grant(token="has space"))
 
 
 def test_netrc_path_honours_the_netrc_variable(home: Path) -> None:
@@ -540,7 +541,7 @@ def test_a_file_that_cannot_be_restored_stays_in_the_ledger(home: Path, ledger: 
     files.write_docker_secret(ledger, GRANT, path)
     (home / "sub").rename(home / "moved")
     (home / "sub").write_text("now a file")
-    with pytest.raises(files.RestoreIncomplete) as caught:
+    with pytest.raises(RestoreIncomplete) as caught:
         ledger.restore()
     assert [o.action for o in caught.value.outcomes] == [Action.FAILED]
     assert ledger.paths() == [path]

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .broker import Grant
-from .files import Ledger, write_docker_secret, write_netrc, write_pip_conf, write_pypirc
+from .files import write_docker_secret, write_netrc, write_pip_conf, write_pypirc
+from .ledger import Ledger
 
 TARGETS = ("pip", "pypirc", "netrc", "docker-secret")
 

@@ -17,7 +17,7 @@ def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from ..cache import TokenCache
     from ..config import state_dir
-    from ..files import Ledger
+    from ..ledger import Ledger
 
     outcomes = Ledger(state_dir() / "ledger.json").restore()
     for outcome in outcomes:
