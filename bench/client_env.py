@@ -109,6 +109,7 @@ def main() -> int:
                 "XDG_STATE_HOME": str(home / ".state"),
                 "CABROKER_TOKEN_STORE": "file",
                 "CABROKER_URL": state["broker_url"],
+                "CABROKER_AUDIENCE": state["issuers"]["corp"]["audience"],
             }
             command = [
                 str(BIN / "cabroker"),

@@ -67,8 +67,10 @@ Try it (another terminal):
 
   # The client, cabroker (in .venv; elsewhere: pip install ./client). Interactive login
   # (device flow): approve on {state["issuers"]["corp"]["url"]}/device or at the prompt in
-  # this console (alice is an engineer, mallory is not).
+  # this console (alice is an engineer, mallory is not). The device login's audience is
+  # pinned: the client sends no ID token for an audience you did not accept for this broker.
   export CABROKER_URL={broker}
+  export CABROKER_AUDIENCE={state["issuers"]["corp"]["audience"]}
   .venv/bin/cabroker login --identity device
   eval "$(.venv/bin/cabroker env)" && pip install tinyjson
 

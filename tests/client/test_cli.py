@@ -119,12 +119,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / ".state"))
     monkeypatch.setenv("CABROKER_TOKEN_STORE", "file")
+    monkeypatch.setenv("CABROKER_AUDIENCE", "cabroker")  # the fake broker's, pinned
     monkeypatch.setattr("id._internal.oidc.ambient.detect_gcp", lambda audience: None)
     return tmp_path
 
 
-def token_file(home: Path, **claims: Any) -> Path:
-    path = home / "id.jwt"
+def token_file(home: Path, name: str = "id.jwt", **claims: Any) -> Path:
+    path = home / name
     path.write_text(id_token(**claims))
     return path
 
@@ -307,6 +308,8 @@ def test_the_broker_client_maps_answers(broker: FakeBroker, home: Path) -> None:
         BrokerClient("http://127.0.0.1:9").config()
     with pytest.raises(UsageError):
         BrokerClient("ftp://broker")
+    with pytest.raises(UsageError):
+        BrokerClient("http://broker.example")
 
 
 def test_help_is_for_newcomers(capsys: pytest.CaptureFixture[str]) -> None:
@@ -342,3 +345,64 @@ def test_grants_shows_what_the_identity_may_ask_for(
         capsys, "grants", "--broker-url", broker.url, "--id-token-file", jwt, "--json"
     )
     assert json.loads(out)["subject"] == "repo:acme/app"
+
+
+def test_a_cached_token_goes_only_to_the_identity_it_was_minted_for(
+    broker: FakeBroker, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A self-hosted runner whose HOME outlives jobs: the release job's publish token is never
+    handed to a later job of another repository; the broker is asked, and may refuse."""
+    release = str(token_file(home, "release.jwt", sub="repo:acme/app:ref:refs/heads/main"))
+    publish = ("login", "--broker-url", broker.url, "--access", "publish")
+    assert run(capsys, *publish, "--id-token-file", release)[0] == 0
+    assert broker.tokens_issued == 1
+    again = str(token_file(home, "again.jwt", sub="repo:acme/app:ref:refs/heads/main", jti="2"))
+    assert run(capsys, *publish, "--id-token-file", again)[0] == 0
+    assert broker.tokens_issued == 1, "the same identity in a new ID token: the cached grant"
+    later = str(token_file(home, "later.jwt", sub="repo:acme/other:ref:refs/heads/feature"))
+    broker.token_answer = (403, problem("no-matching-rule", "no access rule matches you"), {})
+    code, out, err = run(capsys, *publish, "--id-token-file", later)
+    assert code == 3
+    assert "catoken" not in out + err
+    assert len(broker.requests) == 2, "the broker was asked for the later job"
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        pytest.param({"ref": "refs/heads/feature"}, id="another ref"),
+        pytest.param({"environment": "staging"}, id="another environment"),
+        pytest.param({"groups": ["ops"]}, id="other groups"),
+        pytest.param({"iss": "https://gitlab.example"}, id="another issuer"),
+    ],
+)
+def test_any_claim_a_rule_could_match_is_another_identity(
+    broker: FakeBroker, home: Path, capsys: pytest.CaptureFixture[str], claim: dict[str, Any]
+) -> None:
+    base = ("env", "--broker-url", broker.url, "--format", "json", "--id-token-file")
+    first = str(token_file(home, "first.jwt", ref="refs/heads/main", groups=["eng"]))
+    assert run(capsys, *base, first)[0] == 0
+    other = str(
+        token_file(home, "other.jwt", **{"ref": "refs/heads/main", "groups": ["eng"], **claim})
+    )
+    assert run(capsys, *base, other)[0] == 0
+    assert broker.tokens_issued == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://broker.example", id="cleartext"),
+        pytest.param("https://user:pw@broker.example", id="credentials"),
+        pytest.param("https://broker.example/?x=1", id="a query"),
+        pytest.param("ftp://broker.example", id="another scheme"),
+    ],
+)
+def test_an_unsafe_broker_url_is_refused_before_anything_is_sent(
+    home: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    jwt = str(token_file(home))
+    code, _, err = run(capsys, "login", "--broker-url", url, "--id-token-file", jwt)
+    assert code == 2
+    assert "broker URL" in err
+    assert err.count("\n") == 1

@@ -21,12 +21,14 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from cabroker import keyring_backend
 from cabroker.broker import Grant
-from cabroker.cache import CacheKey, FileStore, RawEntries, TokenCache, cache_dir
-from cabroker.keyring_backend import CabrokerKeyring, service_host
+from cabroker.cache import FileStore, TokenCache, cache_dir
+from cabroker.identity import binding
+from cabroker.keyring_backend import CabrokerKeyring, service_url
 from devstack.public import PublicIndex
 from devstack.wheels import build_wheel
-from tests.client.test_cache import BROKER, HOST, make_grant
+from tests.client.test_cache import BROKER, HOST, key_of, make_grant
 from tests.devstack.test_wheels import tool_env
+from tests.support.oidc import forge
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX cache (flock)")
 
@@ -34,192 +36,168 @@ VENV_BIN = Path(sys.executable).parent
 INDEX = f"https://{HOST}/pypi/internal/simple/"
 
 
-class CountingStore(FileStore):
-    """A file store that counts how often it is read."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.reads = 0
-
-    def read(self) -> tuple[RawEntries, bool]:
-        self.reads += 1
-        return super().read()
+SCOPE = f"https://{HOST}:443/pypi/internal/"
 
 
 @dataclass
 class Fetcher:
-    """A fetcher that records the hosts asked for and answers ``grant`` (or raises ``error``)."""
+    """A fetcher that records the URLs asked for and answers ``grant`` (or raises ``error``)."""
 
     grant: Grant | None = None
     error: Exception | None = None
-    hosts: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
 
-    def __call__(self, host: str) -> Grant | None:
-        self.hosts.append(host)
+    def __call__(self, url: str) -> Grant | None:
+        self.urls.append(url)
         if self.error is not None:
             raise self.error
         return self.grant
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> CountingStore:
-    return CountingStore(tmp_path / "cabroker" / "tokens.json")
+@dataclass
+class Scopes:
+    """The scopes file, as the cache left it; counts how often it was read."""
 
+    scopes: frozenset[str] = frozenset({SCOPE})
+    reads: int = 0
 
-@pytest.fixture
-def cache(store: CountingStore) -> TokenCache:
-    return TokenCache(store)
+    def __call__(self) -> frozenset[str]:
+        self.reads += 1
+        return self.scopes
 
 
 @pytest.fixture
 def fetcher() -> Fetcher:
-    return Fetcher()
+    return Fetcher(grant=make_grant())
 
 
 @pytest.fixture
-def backend(cache: TokenCache, fetcher: Fetcher) -> CabrokerKeyring:
-    return CabrokerKeyring(cache=cache, fetcher=fetcher)
+def scopes() -> Scopes:
+    return Scopes()
+
+
+@pytest.fixture
+def backend(scopes: Scopes, fetcher: Fetcher) -> CabrokerKeyring:
+    return CabrokerKeyring(scopes=scopes, fetcher=fetcher)
 
 
 @pytest.mark.parametrize(
-    ("service", "host"),
+    ("service", "url"),
     [
-        pytest.param("https://pypi.org/simple/", "pypi.org", id="pip: the index URL"),
-        pytest.param("pypi.org", "pypi.org", id="pip: the netloc"),
-        pytest.param("Pypi.ORG:443", "pypi.org", id="a netloc with a port, any case"),
-        pytest.param("aws@host.example:8080", "host.example", id="a netloc with a user"),
-        pytest.param("https://aws@host.example/pypi/x/", "host.example", id="twine, a user"),
-        pytest.param("http://[::1]:8080/simple/", "::1", id="IPv6"),
+        pytest.param(INDEX, INDEX, id="pip: the index URL"),
+        pytest.param(f"https://aws@{HOST}/pypi/x/", f"https://{HOST}/pypi/x/", id="a user"),
+        pytest.param("http://[::1]:8080/simple/", "http://[::1]:8080/simple/", id="IPv6 loopback"),
+        pytest.param("http://127.0.0.1:9/simple/", "http://127.0.0.1:9/simple/", id="loopback"),
+        pytest.param(f"http://{HOST}/pypi/internal/simple/", None, id="cleartext http"),
+        pytest.param("pypi.org", None, id="pip: a bare netloc"),
+        pytest.param(f"aws@{HOST}:443", None, id="a netloc with a user and port"),
         pytest.param("", None, id="empty"),
         pytest.param("https://", None, id="no host"),
         pytest.param("http://[::1/simple/", None, id="not a URL"),
+        pytest.param(f"https://{HOST}/pypi/internal/\nsimple/", None, id="a newline"),
     ],
 )
-def test_service_host(service: str, host: str | None) -> None:
-    assert service_host(service) == host
+def test_service_url(service: str, url: str | None) -> None:
+    assert service_url(service) == url
 
 
-def test_a_foreign_host_is_none_without_reading_the_cache(
-    backend: CabrokerKeyring, cache: TokenCache, store: CountingStore, fetcher: Fetcher
-) -> None:
-    cache.put(CacheKey(BROKER), make_grant())
-    store.reads = 0
+def test_a_foreign_url_is_none_without_asking(backend: CabrokerKeyring, fetcher: Fetcher) -> None:
     for service in ("https://pypi.org/simple/", "pypi.org", "https://files.example/x"):
         assert backend.get_password(service, "aws") is None
         assert backend.get_credential(service, None) is None
-    assert store.reads == 0
-    assert fetcher.hosts == []
+    assert fetcher.urls == []
 
 
-@pytest.mark.parametrize("hosts", [None, "codeartifact.example\n"], ids=["no cache", "other"])
-def test_a_foreign_host_imports_nothing_heavy(tmp_path: Path, hosts: str | None) -> None:
-    if hosts is not None:
+@pytest.mark.parametrize(
+    "service",
+    [
+        pytest.param(f"http://{HOST}/pypi/internal/simple/", id="our host over http"),
+        pytest.param(f"https://{HOST}:8443/pypi/internal/simple/", id="our host, another port"),
+        pytest.param(f"https://{HOST}/pypi/restricted/simple/", id="another repository"),
+        pytest.param(f"https://{HOST}/pypi/internal-2/simple/", id="a longer repository name"),
+        pytest.param(f"https://{HOST}/", id="the host's root"),
+        pytest.param(HOST, id="the bare host name (pip's second try)"),
+        pytest.param(f"{HOST}:443", id="the host and port"),
+        pytest.param(f"https://{HOST}/pypi/internal/../restricted/simple/", id="climbing out"),
+    ],
+)
+def test_only_the_exact_endpoint_is_ours(
+    backend: CabrokerKeyring, fetcher: Fetcher, service: str
+) -> None:
+    assert backend.get_password(service, "aws") is None
+    assert backend.get_credential(service, None) is None
+    assert fetcher.urls == []
+
+
+@pytest.mark.parametrize("scopes_file", [None, "https://codeartifact.example:443/pypi/x/\n"])
+def test_a_foreign_url_imports_nothing_heavy(tmp_path: Path, scopes_file: str | None) -> None:
+    if scopes_file is not None:
         (tmp_path / "cache" / "cabroker").mkdir(parents=True)
-        (tmp_path / "cache" / "cabroker" / "hosts").write_text(hosts)
+        (tmp_path / "cache" / "cabroker" / "scopes").write_text(scopes_file)
     code = (
         "import sys, cabroker.keyring_backend as k\n"
         "answer = k.CabrokerKeyring().get_password('https://pypi.org/simple/', None)\n"
-        "print(answer, 'requests' in sys.modules, 'cabroker.api' in sys.modules)\n"
+        "print(answer, 'requests' in sys.modules, 'cabroker.api' in sys.modules,\n"
+        "      'cabroker.identity' in sys.modules, 'id' in sys.modules)\n"
     )
     env = tool_env(tmp_path) | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     ran = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
-    assert ran.stdout.split() == ["None", "False", "False"], ran.stderr
-
-
-def test_a_foreign_host_costs_well_under_a_millisecond(tmp_path: Path) -> None:
-    cache = TokenCache(FileStore(tmp_path / "tokens.json"))
-    cache.put(CacheKey(BROKER), make_grant())
-    backend = CabrokerKeyring(cache=cache, fetcher=Fetcher())
-    calls = 500
-    started = time.perf_counter()
-    for _ in range(calls):
-        backend.get_password("https://pypi.org/simple/", "aws")
-    assert (time.perf_counter() - started) / calls < 0.001
+    assert ran.stdout.split() == ["None", "False", "False", "False", "False"], ran.stderr
 
 
 @pytest.mark.parametrize("username", [None, "", "aws"], ids=["none", "empty", "aws"])
-def test_our_host_gets_the_cached_token(
-    backend: CabrokerKeyring, cache: TokenCache, fetcher: Fetcher, username: str | None
+def test_our_endpoint_gets_the_fetchers_token(
+    backend: CabrokerKeyring, fetcher: Fetcher, username: str | None
 ) -> None:
-    grant = make_grant()
-    cache.put(CacheKey(BROKER), grant)
-    for service in (INDEX, HOST, f"{HOST}:443", f"https://{HOST}/pypi/internal/"):
+    assert fetcher.grant is not None
+    services = (INDEX, f"https://aws@{HOST}/pypi/internal/", f"{INDEX}tinyjson/")
+    for service in services:
         credential = backend.get_credential(service, username)
         assert isinstance(credential, SimpleCredential)
         assert credential.username == "aws"
-        assert credential.password == grant.token
-        assert backend.get_password(service, username or "aws") == grant.token
-    assert fetcher.hosts == []
+        assert credential.password == fetcher.grant.token
+        assert backend.get_password(service, username or "aws") == fetcher.grant.token
+    assert fetcher.urls[0] == INDEX  # without the user name
+    assert len(fetcher.urls) == 2 * len(services)
 
 
-def test_another_username_is_not_ours(
-    backend: CabrokerKeyring, cache: TokenCache, fetcher: Fetcher
-) -> None:
-    cache.put(CacheKey(BROKER), make_grant(100))  # near expiry: would be refreshed
+def test_another_username_is_not_ours(backend: CabrokerKeyring, fetcher: Fetcher) -> None:
     assert backend.get_password(INDEX, "alice") is None
     assert backend.get_credential(INDEX, "__token__") is None
-    assert fetcher.hosts == []
-
-
-def test_near_expiry_the_fetcher_refreshes(
-    backend: CabrokerKeyring, cache: TokenCache, fetcher: Fetcher
-) -> None:
-    cache.put(CacheKey(BROKER), make_grant(200))  # inside the 5-minute margin
-    fetcher.grant = fresh = make_grant(3600)
-    assert backend.get_password(INDEX, "aws") == fresh.token
-    assert fetcher.hosts == [HOST]
+    assert fetcher.urls == []
 
 
 @pytest.mark.parametrize(
-    ("cached_seconds", "answer", "error", "expected"),
+    ("answer", "error", "expected"),
     [
-        pytest.param(200, None, None, "cached", id="no new grant: the cached one, still valid"),
-        pytest.param(200, None, RuntimeError("x"), "cached", id="fetcher fails: the cached one"),
-        pytest.param(None, None, RuntimeError("x"), None, id="fetcher fails, nothing cached"),
-        pytest.param(-5, None, RuntimeError("x"), None, id="fetcher fails, cached one expired"),
-        pytest.param(-5, None, None, None, id="no new grant, cached one expired"),
-        pytest.param(None, "other host", None, None, id="a grant for another host is ignored"),
-        pytest.param(None, "expired", None, None, id="an expired new grant is not used"),
-        pytest.param(None, "fresh", None, "fresh", id="nothing cached: the fetched one"),
+        pytest.param("fresh", None, True, id="the fetcher's grant"),
+        pytest.param(None, None, False, id="none: not ours to answer"),
+        pytest.param(None, RuntimeError("x"), False, id="the fetcher fails: none, quietly"),
+        pytest.param("expired", None, False, id="an expired grant is not used"),
+        pytest.param("other host", None, False, id="a grant for another endpoint is not used"),
+        pytest.param("other repository", None, False, id="a grant for another repository"),
     ],
 )
-def test_refresh_outcomes(
+def test_fetcher_outcomes(
     backend: CabrokerKeyring,
-    cache: TokenCache,
     fetcher: Fetcher,
-    cached_seconds: float | None,
     answer: str | None,
     error: Exception | None,
-    expected: str | None,
+    expected: bool,
 ) -> None:
-    cached = make_grant(cached_seconds if cached_seconds is not None else 3600)
-    entries = {str(CacheKey(BROKER)): cached.to_json()} if cached_seconds is not None else {}
-    FileStore(cache.directory / "tokens.json").write(entries, {})
-    (cache.directory / "hosts").write_text(f"{HOST}\n")  # as put left it
     answers = {
-        "other host": make_grant(host="other.example"),
-        "expired": make_grant(-1),
         "fresh": make_grant(),
+        "expired": make_grant(-1),
+        "other host": make_grant(host="other.example"),
+        "other repository": make_grant(repository="restricted"),
     }
     fetcher.grant = answers[answer] if answer else None
     fetcher.error = error
-    tokens = {"cached": cached.token, "fresh": answers["fresh"].token, None: None}
-    assert backend.get_password(INDEX, "aws") == tokens[expected]
-    assert fetcher.hosts == [HOST]
-
-
-def test_a_failing_cache_is_none(tmp_path: Path, fetcher: Fetcher) -> None:
-    class BrokenStore(FileStore):
-        def read(self) -> tuple[RawEntries, bool]:
-            raise MemoryError("boom")  # not even a FilesError
-
-    cache = TokenCache(BrokenStore(tmp_path / "tokens.json"))
-    (tmp_path / "hosts").write_text(f"{HOST}\n")
-    backend = CabrokerKeyring(cache=cache, fetcher=fetcher)
-    assert backend.get_password(INDEX, "aws") is None
-    assert backend.get_credential(INDEX, None) is None
+    token = backend.get_password(INDEX, "aws")
+    assert token == (fetcher.grant.token if expected and fetcher.grant else None)
+    assert fetcher.urls == [INDEX]
 
 
 def test_set_and_delete_are_not_implemented(backend: CabrokerKeyring) -> None:
@@ -241,27 +219,30 @@ def test_the_entry_point_and_priority() -> None:
 def test_the_default_fetcher(monkeypatch: pytest.MonkeyPatch) -> None:
     api = types.ModuleType("cabroker.api")
     monkeypatch.setitem(sys.modules, "cabroker.api", api)
-    assert keyring_backend.refresh_for_host(HOST) is None  # no refresh_for_host there yet
+    assert keyring_backend.grant_for_url(INDEX) is None  # no grant_for_url there yet
     grant = make_grant()
     asked: list[str] = []
 
-    def refresh_for_host(host: str) -> Grant:
-        asked.append(host)
+    def grant_for_url(url: str) -> Grant:
+        asked.append(url)
         return grant
 
-    api.refresh_for_host = refresh_for_host  # type: ignore[attr-defined]
-    assert keyring_backend.refresh_for_host(HOST) is grant
-    assert asked == [HOST]
+    api.grant_for_url = grant_for_url  # type: ignore[attr-defined]
+    assert keyring_backend.grant_for_url(INDEX) is grant
+    assert asked == [INDEX]
 
 
-def test_the_default_cache_is_found_from_the_environment(
+def test_the_default_scopes_are_the_caches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fetcher: Fetcher
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CABROKER_TOKEN_STORE", "file")
-    grant = make_grant()
-    TokenCache(FileStore(cache_dir() / "tokens.json")).put(CacheKey(BROKER), grant)
-    assert CabrokerKeyring(fetcher=fetcher).get_password(INDEX, "aws") == grant.token
+    backend = CabrokerKeyring(fetcher=fetcher)
+    assert backend.get_password(INDEX, "aws") is None  # nothing cached: not even asked
+    assert fetcher.urls == []
+    TokenCache(FileStore(cache_dir() / "tokens.json")).put(key_of(BROKER), make_grant())
+    assert fetcher.grant is not None
+    assert backend.get_password(INDEX, "aws") == fetcher.grant.token
 
 
 # --- pip and uv, for real -------------------------------------------------------------------
@@ -300,10 +281,17 @@ class Served:
     port: int
     home: Path
     token: str
+    id_token: str  # the identity the cached grant was minted for
 
     @property
     def url_with_user(self) -> str:
         return f"http://aws@127.0.0.1:{self.port}/simple/"
+
+
+def id_token_of(sub: str) -> tuple[str, str]:
+    """An ID token (unsigned: the client does not verify) for the broker, and its binding."""
+    claims = {"iss": "https://idp.example", "aud": BROKER, "sub": sub, "exp": time.time() + 3600}
+    return forge({"alg": "RS256", "typ": "JWT"}, claims), binding(claims)
 
 
 @pytest.fixture
@@ -323,18 +311,20 @@ def served(tmp_path: Path) -> Iterator[Served]:
     url = f"http://127.0.0.1:{server.server_port}/"
     grant = replace(make_grant(), token=grant_token, index_url=url + "simple/", upload_url=url)
     env = tool_env(home)
-    TokenCache(FileStore(cache_dir(env) / "tokens.json")).put(CacheKey(BROKER), grant)
+    id_token, alice = id_token_of("alice")
+    cache = TokenCache(FileStore(cache_dir(env) / "tokens.json"))
+    cache.put(key_of(BROKER, identity=alice, source="env"), grant)
     try:
-        yield Served(index, server.server_port, home, grant_token)
+        yield Served(index, server.server_port, home, grant_token, id_token)
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
-def keyring_env(home: Path) -> dict[str, str]:
-    """``tool_env`` with keyring left to find its backends (ours among them) and the venv's
-    ``keyring`` command on PATH (uv's subprocess provider runs it)."""
+def keyring_env(home: Path, id_token: str) -> dict[str, str]:
+    """``tool_env`` with keyring left to find its backends (ours among them), the venv's
+    ``keyring`` command on PATH (uv's subprocess provider runs it), and an identity."""
     env = tool_env(home)
     del env["PYTHON_KEYRING_BACKEND"]
     env.update(
@@ -342,14 +332,16 @@ def keyring_env(home: Path) -> dict[str, str]:
         XDG_DATA_HOME=str(home / ".local" / "share"),
         CABROKER_TOKEN_STORE="file",
         UV_KEYRING_PROVIDER="subprocess",
+        CABROKER_ID_TOKEN=id_token,
     )
     return env
 
 
-def run_with_keyring(args: list[str], served: Served) -> str:
-    """Run a tool with the keyring backend available; return its exit code and output with
-    the token blanked out, after checking the token was never given to it nor printed."""
-    env = keyring_env(served.home)
+def run_with_keyring(args: list[str], served: Served, id_token: str | None = None) -> str:
+    """Run a tool with the keyring backend available, as the identity ``id_token`` (default:
+    the one the grant was minted for); return its exit code and output with the token blanked
+    out, after checking the token was never given to it nor printed."""
+    env = keyring_env(served.home, id_token or served.id_token)
     given = any(served.token in value for value in [*args, *env.values()])
     assert not given, "the token must not be on the command line or in the environment"
     ran = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
@@ -396,3 +388,14 @@ def test_uv_installs_with_the_token_from_the_keyring_command(
     assert served.index.authorized >= 2
     tokens = cache_dir(tool_env(served.home)) / "tokens.json"
     assert files_holding(served.token, tmp_path, allowed=tokens) == []
+
+
+def test_pip_as_another_identity_gets_no_token(served: Served, tmp_path: Path) -> None:
+    """A later job on the same runner, with another identity, never gets the cached grant."""
+    bob, _ = id_token_of("bob")
+    pip = [str(VENV_BIN / "python"), "-m", "pip", "download", "--no-deps", "--no-cache-dir"]
+    pip += ["--keyring-provider", "import", "--index-url", served.url_with_user]
+    pip += ["-d", str(tmp_path / "downloads"), "leftpad-py"]
+    said = run_with_keyring(pip, served, id_token=bob)
+    assert not said.startswith("exit 0\n"), said
+    assert served.index.authorized == 0

@@ -40,6 +40,10 @@ class Client:
                 "XDG_CACHE_HOME": str(self.home / ".cache"),
                 "XDG_STATE_HOME": str(self.home / ".local" / "state"),
                 "CABROKER_URL": self.devstack.state["broker_url"],
+                # the devstack's issuers use audiences of their own, not the broker's origin
+                "CABROKER_AUDIENCE": ",".join(
+                    issuer["audience"] for issuer in self.devstack.state["issuers"].values()
+                ),
                 "PATH": f"{BIN}:{os.environ['PATH']}",
             }
         )

@@ -178,7 +178,7 @@ def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_p
     login (which needs a person; tests/e2e/test_client.py drives that one)."""
     lines = printed.splitlines()
     start = next(i for i, line in enumerate(lines) if "export CABROKER_URL" in line)
-    block = "\n".join(line.strip() for line in lines[start : start + 3])
+    block = "\n".join(line.strip() for line in lines[start : start + 4])
     assert "cabroker login --identity device" in block
     status, minted, _ = http_json(
         "POST", state["issuers"]["corp"]["mint_url"], {"sub": "alice", "groups": ["engineering"]}

@@ -6,13 +6,15 @@ broker (and the keyring backend for other hosts) stay cheap.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import BrokerRefused, BrokerUnavailable, UsageError
+from .config import check_broker_url, unsafe_url
+from .errors import BrokerRefused, BrokerUnavailable
 from .secret import Secret
 
 if TYPE_CHECKING:
@@ -75,18 +77,25 @@ class Grant:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Grant:
+        """The grant in ``body``; ValueError (naming the field, never its value) when a field
+        is missing or not what a broker sends: every string here ends up in a shell, a config
+        file or an HTTP header, so none may carry credentials, line breaks or control
+        characters, and the URLs must be https (http only to a loopback host)."""
+        packages = body.get("packages") or []
+        if not isinstance(packages, list):
+            raise ValueError("the broker's answer has an unusable 'packages'")
         return cls(
-            token=Secret(body["token"]),
-            expires_at=parse_time(str(body["expires_at"])),
-            username=str(body.get("username", "aws")),
-            repository=str(body["repository"]),
-            access=str(body["access"]),
-            packages=tuple(body.get("packages") or ()),
-            index_url=str(body["index_url"]),
-            upload_url=str(body["upload_url"]),
-            domain=str(body.get("domain", "")),
-            domain_owner=str(body.get("domain_owner", "")),
-            region=str(body.get("region", "")),
+            token=Secret(_valid(body, "token", _TOKEN)),
+            expires_at=parse_time(_valid(body, "expires_at", _TIME)),
+            username=_valid(body, "username", _NAME, default="aws"),
+            repository=_valid(body, "repository", _NAME),
+            access=_valid(body, "access", _ACCESS),
+            packages=tuple(_valid({"p": p}, "p", _PATTERN, what="packages") for p in packages),
+            index_url=_valid_url(body, "index_url"),
+            upload_url=_valid_url(body, "upload_url"),
+            domain=_valid(body, "domain", _NAME, default=""),
+            domain_owner=_valid(body, "domain_owner", _NAME, default=""),
+            region=_valid(body, "region", _NAME, default=""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +115,37 @@ class Grant:
 
     def seconds_left(self, now: datetime | None = None) -> float:
         return (self.expires_at - (now or datetime.now(UTC))).total_seconds()
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,8192}")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{5,20}(Z|[+-][0-9]{2}:[0-9]{2})?")
+_NAME = re.compile(r"[A-Za-z0-9._-]{0,255}")
+_ACCESS = re.compile(r"read|publish")
+_PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]!-]{1,255}")
+
+
+def _valid(
+    body: Mapping[str, Any],
+    name: str,
+    pattern: re.Pattern[str],
+    *,
+    default: str | None = None,
+    what: str | None = None,
+) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"the broker's answer has an unusable {what or name!r}")
+    return value
+
+
+def _valid_url(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"the broker's answer has no {name!r}")
+    why = unsafe_url(value)
+    if why is not None:
+        raise ValueError(f"the broker's answer has an unusable {name!r}: {why}")
+    return value
 
 
 def parse_time(text: str) -> datetime:
@@ -134,9 +174,7 @@ class TokenRequest:
 
 class BrokerClient:
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        if not url.startswith(("https://", "http://")):
-            raise UsageError(f"the broker URL {url!r} must start with https:// (or http://)")
-        self.url = url.rstrip("/")
+        self.url = check_broker_url(url, "the caller")
         self.timeout = timeout
         self._session: requests.Session | None = None
 
@@ -187,7 +225,14 @@ class BrokerClient:
         answer = self._call(
             "POST", "/v1/token", json=body, headers={"Authorization": f"Bearer {id_token}"}
         )
-        return Grant.from_json(answer)
+        try:
+            return Grant.from_json(answer)
+        except (KeyError, TypeError, ValueError) as error:
+            reason = str(error) if isinstance(error, ValueError) else "a field is missing"
+            raise BrokerUnavailable(
+                f"the broker at {self.url} answered a token that cannot be used ({reason}); "
+                "is the URL right? Tell the broker's operators"
+            ) from None
 
     def grants(self, id_token: str) -> dict[str, Any]:
         return self._call("GET", "/v1/grants", headers={"Authorization": f"Bearer {id_token}"})

@@ -9,16 +9,23 @@ forces one):
 - else ``tokens.json``, mode 0600, in the user cache directory (:func:`cache_dir`, mode 0700)
   (:class:`FileStore`).
 
+A keyring item that would not fit the keyring is never written there: on Windows the Credential
+Manager refuses blobs over 2,560 bytes (:data:`WINDOWS_BLOB_LIMIT`), and a CodeArtifact token
+with its metadata is larger; such grants are kept in ``tokens.json`` (mode 0600) instead, and
+read back from there.
+
 Either way the cache directory holds ``tokens.lock``, locked (``flock``) around every
-read-modify-write, and ``hosts``, the repository hosts of the stored grants one a line: the
-keyring backend reads only that small file to decide, cheaply, that a host is not ours.
+read-modify-write, and ``scopes``, the repository endpoints of the stored grants
+(``https://host:443/pypi/repo/``) one a line: the keyring backend reads only that small file to
+decide, cheaply, that a URL is not ours.
 
 Expired grants are dropped whenever the cache is written.  A corrupt cache file is treated as
 empty and rewritten; an unreadable one as empty.  Nothing here imports ``requests`` or
 ``keyring`` until a keyring is actually used.
 
 =============== ===========================================================================
-key             :class:`CacheKey`: broker URL, repository, access, packages (as asked)
+key             :class:`CacheKey`: broker URL, repository, access, packages (as asked), and
+                the identity: the binding of the ID token's claims and where it came from
 TTL             the grant's own ``expires_at``; ``get`` wants ``min_seconds_left`` more
 negative        not cached: a refused request is asked again next time
 stale-if-error  none: an expired grant is never returned
@@ -34,7 +41,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,8 +58,11 @@ log = logging.getLogger(__name__)
 APP = "cabroker"
 TOKENS_FILE = "tokens.json"
 LOCK_FILE = "tokens.lock"
-HOSTS_FILE = "hosts"
-FORMAT_VERSION = 1
+SCOPES_FILE = "scopes"
+FORMAT_VERSION = 2  # 2: keys name the identity; entries of version 1 are dropped
+# The Windows Credential Manager's CRED_MAX_CREDENTIAL_BLOB_SIZE; keyring stores the password
+# as UTF-16, so this many bytes of UTF-16 is the most an item may take there.
+WINDOWS_BLOB_LIMIT = 2560
 KEYRING_SERVICE = "cabroker"
 KEYRING_INDEX = "index"
 STORE_ENV = "CABROKER_TOKEN_STORE"
@@ -79,22 +89,46 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     return home / ".cache" / APP
 
 
-def host_of(url: str) -> str | None:
-    """The lower-case host name of a URL (no port, no user), or None."""
+def scope_of(url: str) -> str | None:
+    """The repository endpoint ``url`` lies in, as ``scheme://host:port/path/`` (lower-case
+    host, explicit port, the path up to its last ``/``, without a trailing ``simple/``), or
+    None when ``url`` is not an absolute http(s) URL.  Two URLs are served by one grant only
+    when one's scope starts with the other's: same scheme, host, port and repository path."""
     try:
-        return urlsplit(url).hostname or None
+        parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return None
+    segments = parts.path.split("/")
+    if any(segment in (".", "..") or "%2e" in segment.lower() for segment in segments):
+        return None  # a dot segment could climb out of the repository's path
+    port = port if port is not None else (443 if parts.scheme == "https" else 80)
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    path = parts.path[: parts.path.rfind("/") + 1] or "/"
+    return f"{parts.scheme}://{host}:{port}{path.removesuffix('simple/')}"
 
 
-def known_hosts(directory: Path | None = None) -> frozenset[str]:
-    """The hosts in ``<cache dir>/hosts``: cheap, for the keyring backend's first check."""
-    path = (directory if directory is not None else cache_dir()) / HOSTS_FILE
+def grant_scopes(grant: Grant) -> set[str]:
+    """The repository endpoints of a grant's index and upload URLs."""
+    return {scope for url in (grant.index_url, grant.upload_url) if (scope := scope_of(url))}
+
+
+def serves(scopes: Iterable[str], url: str) -> bool:
+    """Whether ``url`` lies in one of ``scopes`` (same scheme, host, port, and under the path)."""
+    wanted = scope_of(url)
+    return wanted is not None and any(wanted.startswith(scope) for scope in scopes)
+
+
+def known_scopes(directory: Path | None = None) -> frozenset[str]:
+    """The scopes in ``<cache dir>/scopes``: cheap, for the keyring backend's first check."""
+    path = (directory if directory is not None else cache_dir()) / SCOPES_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return frozenset()
-    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip())
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -102,42 +136,69 @@ def known_hosts(directory: Path | None = None) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class CacheKey:
-    """What was asked of a broker; None leaves the choice to the broker (its default).
+    """What was asked of a broker, and by whom.
 
-    ``broker_url`` loses trailing slashes and ``packages`` is sorted without duplicates, so the
-    same request is one key however it was spelled.  ``str(key)`` is its stable string form,
-    read back by :meth:`parse`.
+    ``repository`` and ``access`` None leave the choice to the broker (its default).
+    ``identity`` is the binding of the ID token's claims (``cabroker.identity.binding``), and
+    ``source`` (not compared: one identity, one grant per request) where it last came from (``file:<path>``, ``env``, ``device:<issuer>`` or the CI's
+    name), so the keyring backend can find the same identity again.  ``broker_url`` loses
+    trailing slashes and ``packages`` is sorted without duplicates, so the same request is one
+    key however it was spelled.  ``str(key)`` is its stable string form, read back by
+    :meth:`parse`.
     """
 
     broker_url: str
     repository: str | None = None
     access: str | None = None
     packages: tuple[str, ...] = ()
+    identity: str = ""
+    source: str = field(default="", compare=False)  # a hint: the identity is what counts
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "broker_url", self.broker_url.rstrip("/"))
         object.__setattr__(self, "packages", tuple(sorted(set(self.packages))))
 
     def __str__(self) -> str:
-        fields = [self.broker_url, self.repository, self.access, list(self.packages)]
+        fields = [
+            self.broker_url,
+            self.repository,
+            self.access,
+            list(self.packages),
+            self.identity,
+            self.source,
+        ]
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+    def asks(
+        self, broker_url: str, repository: str | None, access: str | None, packages: Iterable[str]
+    ) -> bool:
+        """Whether this key is for that request (whoever asked it)."""
+        return (self.broker_url, self.repository, self.access, self.packages) == (
+            broker_url.rstrip("/"),
+            repository,
+            access,
+            tuple(sorted(set(packages))),
+        )
 
     @classmethod
     def parse(cls, text: str) -> CacheKey:
         """The key whose ``str`` is ``text``; ValueError when it is not one."""
         fields = json.loads(text)
-        if not isinstance(fields, list) or len(fields) != 4:
-            raise ValueError("a cache key is a JSON array of four fields")
-        url, repository, access, packages = fields
+        if not isinstance(fields, list) or len(fields) != 6:
+            raise ValueError("a cache key is a JSON array of six fields")
+        url, repository, access, packages, identity, source = fields
         optional = (repository, access)
         if (
             not isinstance(url, str)
             or not all(value is None or isinstance(value, str) for value in optional)
             or not isinstance(packages, list)
             or not all(isinstance(package, str) for package in packages)
+            or not isinstance(identity, str)
+            or not identity
+            or not isinstance(source, str)
         ):
             raise ValueError("a cache key's fields have the wrong types")
-        return cls(url, repository, access, tuple(packages))
+        return cls(url, repository, access, tuple(packages), identity, source)
 
 
 # --- stores ---------------------------------------------------------------------------------
@@ -148,7 +209,7 @@ class Store(Protocol):
 
     ``read`` returns the entries it could read and whether what is stored is sound (when not,
     the cache rewrites it); it raises ``FilesError`` when the store cannot be read at all, and
-    so does ``write``.  ``directory`` holds the lock and the hosts file.
+    so does ``write``.  ``directory`` holds the lock and the scopes file.
     """
 
     directory: Path
@@ -184,6 +245,9 @@ class FileStore:
         if not isinstance(document, dict) or not isinstance(document.get("entries"), dict):
             log.debug("%s is not a token cache: treated as empty", self.path)
             return {}, False
+        if document.get("version") != FORMAT_VERSION:
+            log.debug("%s is of another version: treated as empty", self.path)
+            return {}, False
         entries = {k: v for k, v in document["entries"].items() if isinstance(v, dict)}
         return entries, len(entries) == len(document["entries"])
 
@@ -200,11 +264,21 @@ class FileStore:
 
 
 class KeyringStore:
-    """The system keyring: item ``grant-<sha256 of the key>`` per grant, and ``index``, the
-    JSON list of the keys, all under the service ``cabroker``."""
+    """The system keyring: item ``grant-<sha256 of the key>`` per grant (its value the JSON of
+    the key and the grant) and ``index``, the JSON list of those item names, all under the
+    service ``cabroker``.
+
+    An item is written to the keyring only when it fits ``item_limit`` (bytes of UTF-16, the
+    strictest encoding a backend uses; default: :func:`blob_limit` of the backend) and the
+    keyring takes it; any other grant is kept in ``spill``, the 0600 token file, instead.
+    """
 
     def __init__(
-        self, backend: KeyringBackend | None = None, directory: Path | None = None
+        self,
+        backend: KeyringBackend | None = None,
+        directory: Path | None = None,
+        *,
+        item_limit: int | None = None,
     ) -> None:
         if backend is None:
             backend = system_keyring()
@@ -214,6 +288,8 @@ class KeyringStore:
                 )
         self.backend = backend
         self.directory = directory if directory is not None else cache_dir()
+        self.item_limit = item_limit if item_limit is not None else blob_limit(backend)
+        self.spill = FileStore(self.directory / TOKENS_FILE)
 
     def __repr__(self) -> str:
         return f"KeyringStore({type(self.backend).__module__}.{type(self.backend).__name__})"
@@ -222,29 +298,38 @@ class KeyringStore:
     def item(key: str) -> str:
         return "grant-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
+    def fits(self, text: str) -> bool:
+        return self.item_limit is None or len(text.encode("utf-16-le")) <= self.item_limit
+
     def read(self) -> tuple[RawEntries, bool]:
         from keyring.errors import KeyringError
 
+        spilled, spill_sound = self.spill.read()
         try:
             index = self.backend.get_password(KEYRING_SERVICE, KEYRING_INDEX)
             if index is None:
-                return {}, True
+                return spilled, spill_sound
             try:
-                keys = json.loads(index)
+                items = json.loads(index)
             except ValueError:
-                return {}, False
-            if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
-                return {}, False
+                return spilled, False
+            if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+                return spilled, False
             entries: RawEntries = {}
-            sound = True
-            for key in keys:
-                text = self.backend.get_password(KEYRING_SERVICE, self.item(key))
+            sound = spill_sound
+            for item in items:
+                text = self.backend.get_password(KEYRING_SERVICE, item)
                 try:
                     value = json.loads(text) if text is not None else None
                 except ValueError:
                     value = None
-                if isinstance(value, dict):
-                    entries[key] = value
+                if (
+                    isinstance(value, dict)
+                    and isinstance(value.get("key"), str)
+                    and isinstance(value.get("grant"), dict)
+                    and self.item(value["key"]) == item
+                ):
+                    entries[value["key"]] = value["grant"]
                 else:
                     sound = False
         except KeyringError as error:
@@ -252,19 +337,28 @@ class KeyringStore:
                 f"cannot read the system keyring ({type(error).__name__}: {error}); "
                 f"unlock it, or set {STORE_ENV}=file"
             ) from None
-        return entries, sound
+        return {**spilled, **entries}, sound
 
     def write(self, entries: RawEntries, previous: RawEntries) -> None:
         from keyring.errors import KeyringError, PasswordDeleteError
 
+        kept: list[str] = []
+        spilled: RawEntries = {}
         try:
-            for key, value in entries.items():
-                if previous.get(key) != value:
-                    text = json.dumps(value, sort_keys=True)
-                    self.backend.set_password(KEYRING_SERVICE, self.item(key), text)
-            index = json.dumps(sorted(entries), separators=(",", ":"))
-            self.backend.set_password(KEYRING_SERVICE, KEYRING_INDEX, index)
-            for key in previous.keys() - entries.keys():
+            # longest-lived first: when the index itself would not fit, the shortest spill
+            for key in sorted(
+                entries, key=lambda k: str(entries[k].get("expires_at")), reverse=True
+            ):
+                text = json.dumps({"key": key, "grant": entries[key]}, sort_keys=True)
+                index = json.dumps(sorted([*kept, self.item(key)]), separators=(",", ":"))
+                if not (self.fits(text) and self.fits(index)) or not self._set(key, text):
+                    spilled[key] = entries[key]
+                    continue
+                kept.append(self.item(key))
+            self.backend.set_password(
+                KEYRING_SERVICE, KEYRING_INDEX, json.dumps(sorted(kept), separators=(",", ":"))
+            )
+            for key in previous.keys() - entries.keys() | spilled.keys():
                 with contextlib.suppress(PasswordDeleteError):
                     self.backend.delete_password(KEYRING_SERVICE, self.item(key))
         except KeyringError as error:
@@ -272,6 +366,26 @@ class KeyringStore:
                 f"cannot write to the system keyring ({type(error).__name__}: {error}); "
                 f"unlock it, or set {STORE_ENV}=file"
             ) from None
+        if spilled or self.spill.path.exists():
+            self.spill.write(spilled, {})
+
+    def _set(self, key: str, text: str) -> bool:
+        """Write one item; False when the keyring refuses it (it is kept in the file)."""
+        try:
+            current = self.backend.get_password(KEYRING_SERVICE, self.item(key))
+            if current != text:
+                self.backend.set_password(KEYRING_SERVICE, self.item(key), text)
+        except Exception as error:  # noqa: BLE001 - e.g. pywintypes.error: too big for it
+            log.debug("the keyring refused a token (%s): kept in the file", type(error).__name__)
+            return False
+        return True
+
+
+def blob_limit(backend: KeyringBackend) -> int | None:
+    """The most bytes (UTF-16) one item may take in ``backend``: the Windows Credential
+    Manager's limit for its backends, None (no known limit) for the others."""
+    module = type(backend).__module__
+    return WINDOWS_BLOB_LIMIT if module.startswith("keyring.backends.Windows") else None
 
 
 def system_keyring() -> KeyringBackend | None:
@@ -387,11 +501,6 @@ def _encode(entries: Mapping[CacheKey, Grant]) -> RawEntries:
     return {str(key): grant.to_json() for key, grant in entries.items()}
 
 
-def grant_hosts(grant: Grant) -> set[str]:
-    """The hosts of a grant's index and upload URLs."""
-    return {host for url in (grant.index_url, grant.upload_url) if (host := host_of(url))}
-
-
 class TokenCache:
     """The grants obtained so far, by :class:`CacheKey`, in a :class:`Store`."""
 
@@ -454,21 +563,15 @@ class TokenCache:
         """Everything stored, expired grants included (until the next write), by key."""
         return sorted(self._load().items(), key=lambda item: str(item[0]))
 
-    def find_by_host(self, host: str) -> Grant | None:
-        """The grant that expires last among those whose index or upload URL is on ``host``
-        (expired ones included: the caller decides whether to refresh)."""
-        host = host.lower()
-        matching = [grant for grant in self._load().values() if host in grant_hosts(grant)]
-        return max(matching, key=lambda grant: grant.expires_at, default=None)
-
-    def known_hosts(self) -> frozenset[str]:
-        """The hosts of the stored grants, from the small ``hosts`` file."""
-        return known_hosts(self.directory)
+    def known_scopes(self) -> frozenset[str]:
+        """The repository endpoints of the stored grants, from the small ``scopes`` file."""
+        return known_scopes(self.directory)
 
     # --- writing ----------------------------------------------------------------------------
 
     def put(self, key: CacheKey, grant: Grant) -> None:
         def change(entries: dict[CacheKey, Grant]) -> dict[CacheKey, Grant]:
+            entries.pop(key, None)  # an equal key keeps its old source otherwise
             entries[key] = grant
             return entries
 
@@ -500,17 +603,17 @@ class TokenCache:
                 entries = _encode(kept)
                 if not sound or entries != previous:
                     self.store.write(entries, previous)
-                self._write_hosts(kept.values())
+                self._write_scopes(kept.values())
         except OSError as error:
             raise FilesError(
                 f"cannot update the token cache in {self.directory} "
                 f"({error.strerror or error}); check that directory's permissions"
             ) from None
 
-    def _write_hosts(self, grants: Iterable[Grant]) -> None:
-        hosts: set[str] = set()
+    def _write_scopes(self, grants: Iterable[Grant]) -> None:
+        scopes: set[str] = set()
         for grant in grants:
-            hosts |= grant_hosts(grant)
-        path = self.directory / HOSTS_FILE
-        if hosts != self.known_hosts() or not path.exists():
-            atomic_write(path, "".join(f"{host}\n" for host in sorted(hosts)).encode("utf-8"))
+            scopes |= grant_scopes(grant)
+        path = self.directory / SCOPES_FILE
+        if scopes != self.known_scopes() or not path.exists():
+            atomic_write(path, "".join(f"{scope}\n" for scope in sorted(scopes)).encode("utf-8"))

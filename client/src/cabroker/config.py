@@ -1,18 +1,35 @@
-"""Where the broker is, and where the client keeps its files.
+"""Where the broker is, which ID-token audiences belong to it, and where the client keeps files.
 
 The broker URL comes from, in order: ``--broker-url``, ``CABROKER_URL``, the user config file
-(``broker_url = "https://…"`` in ``config.toml``, written by ``cabroker configure``).
+(``broker_url = "https://…"`` in ``config.toml``, written by ``cabroker configure``).  Wherever
+it comes from it must be ``https://`` (``http://`` only for a loopback host: a local stack), with
+no user, password, query or fragment: a token never crosses the network in clear.
+
+The audiences (:func:`audiences`) are the only ``aud`` values an ID token the client sends may
+carry: the broker URL's own origin (``https://broker.example.com``) always, plus those the user
+pinned for this broker with ``--audience``, ``CABROKER_AUDIENCE`` (comma-separated) or
+``cabroker configure URL --audience AUD`` (kept in ``config.toml`` beside that URL only).  The
+broker's unauthenticated ``/v1/config`` can never add one: whoever answers at the broker URL
+cannot make the client mint, or hand over, an ID token meant for another service.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import UsageError
+
+AUDIENCE_ENV = "CABROKER_AUDIENCE"
+URL_ENV = "CABROKER_URL"
+MAX_AUDIENCE = 256
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -46,22 +63,156 @@ def read_config(env: Mapping[str, str] = os.environ) -> dict[str, object]:
         raise UsageError(f"cannot read {path}: {error}; fix or delete it") from None
 
 
+# --- URLs -------------------------------------------------------------------------------------
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1: a host whose traffic never leaves this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unsafe_url(url: str) -> str | None:
+    """Why ``url`` may not carry a token, or None when it may: https (http only to a loopback
+    host), a host, no credentials, and no white space or control character anywhere."""
+    if not url.isprintable() or any(ch.isspace() for ch in url):
+        return "it holds white space or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "it is not a URL"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "it is not an https:// URL"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "it holds a user name or password"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return "it is http:// (cleartext); use https:// (http:// only for a loopback host)"
+    return None
+
+
+def check_broker_url(url: str, where: str) -> str:
+    """``url`` without trailing slashes, or UsageError naming ``where`` it came from."""
+    url = url.strip().rstrip("/")
+    why = unsafe_url(url)
+    if why is None:
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            why = "it has a query or fragment"
+    if why is not None:
+        raise UsageError(
+            f"the broker URL from {where} is refused: {why}; "
+            "give its https:// address (the BrokerUrl stack output)"
+        )
+    return url
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower case, the default port left out."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
 def broker_url(flag: str | None, env: Mapping[str, str] = os.environ) -> str:
-    url = flag or env.get("CABROKER_URL") or read_config(env).get("broker_url")
+    if flag:
+        return check_broker_url(flag, "--broker-url")
+    if env.get(URL_ENV):
+        return check_broker_url(env[URL_ENV], URL_ENV)
+    url = read_config(env).get("broker_url")
     if not url or not isinstance(url, str):
         raise UsageError(
             "no broker URL: pass --broker-url URL, set CABROKER_URL, "
             "or save it once with 'cabroker configure URL'"
         )
-    return url.rstrip("/")
+    return check_broker_url(url, str(config_file(env)))
 
 
-def save_broker_url(url: str, env: Mapping[str, str] = os.environ) -> Path:
-    """Write ``broker_url`` into the user config file (keeping nothing else: it holds only that)."""
-    if not url.startswith(("https://", "http://")):
-        raise UsageError(f"{url!r} is not a broker URL (https://…)")
+# --- audiences --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Audiences:
+    """The ``aud`` values an ID token for this broker may carry.
+
+    ``request`` is the one a CI is asked for: the first pinned audience, else the origin.
+    """
+
+    broker_url: str
+    accepted: tuple[str, ...]
+    request: str
+    pinned: tuple[str, ...]
+
+    def accepts(self, aud: object) -> bool:
+        """Whether an ``aud`` claim (a string, or a list of them) is for this broker only:
+        every value it names is accepted."""
+        values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        return bool(values) and all(
+            isinstance(value, str) and value in self.accepted for value in values
+        )
+
+    def describe(self) -> str:
+        return ", ".join(repr(audience) for audience in self.accepted)
+
+
+def check_audience(value: str, where: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_AUDIENCE or not value.isprintable() or " " in value:
+        raise UsageError(
+            f"the audience {value[:40]!r} from {where} is not an audience "
+            f"(1 to {MAX_AUDIENCE} printable characters, no spaces)"
+        )
+    return value
+
+
+def audiences(
+    url: str, flag: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
+) -> Audiences:
+    """The audiences of the broker at ``url``: pinned by ``--audience`` (``flag``), else by
+    ``CABROKER_AUDIENCE``, else in the config file beside this very URL; and its origin."""
+    pinned: list[str] = []
+    if flag:
+        pinned = [check_audience(value, "--audience") for value in flag]
+    elif env.get(AUDIENCE_ENV, "").strip():
+        pinned = [
+            check_audience(value, AUDIENCE_ENV)
+            for value in env[AUDIENCE_ENV].split(",")
+            if value.strip()
+        ]
+    else:
+        config = read_config(env)
+        saved = config.get("audiences")
+        same_broker = str(config.get("broker_url", "")).rstrip("/") == url.rstrip("/")
+        if same_broker and isinstance(saved, list):
+            where = str(config_file(env))
+            pinned = [check_audience(str(value), where) for value in saved]
+    own = origin(url)
+    accepted = tuple(dict.fromkeys([*pinned, own]))
+    return Audiences(url, accepted, pinned[0] if pinned else own, tuple(dict.fromkeys(pinned)))
+
+
+def save_broker_url(
+    url: str, audience: Sequence[str] = (), env: Mapping[str, str] = os.environ
+) -> Path:
+    """Write ``broker_url`` (and the audiences pinned for it) into the user config file; it
+    holds only those."""
+    url = check_broker_url(url, "the command line")
+    pinned = [check_audience(value, "--audience") for value in audience]
     path = config_file(env)
     path.parent.mkdir(parents=True, exist_ok=True)
-    escaped = url.replace("\\", "\\\\").replace('"', '\\"')
-    path.write_text(f'broker_url = "{escaped}"\n', encoding="utf-8")
+    # JSON strings are valid TOML basic strings for everything check_* lets through.
+    text = f"broker_url = {json.dumps(url)}\n"
+    if pinned:
+        text += f"audiences = [{', '.join(json.dumps(value) for value in pinned)}]\n"
+    path.write_text(text, encoding="utf-8")
     return path

@@ -11,7 +11,6 @@ login ends), not the ID token, not the access token.  ``requests`` is imported o
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from .broker import USER_AGENT, BrokerConfig, Issuer
+from .config import unsafe_url
 from .errors import IdentityError
 from .jwt import unverified_claims
 from .secret import Secret
@@ -368,15 +368,6 @@ def _is_web_url(url: str) -> bool:
 
 
 def _is_safe_endpoint(url: str) -> bool:
-    """https://, or http:// to a loopback host (the devstack), as for issuer URLs."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return bool(parts.netloc)
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
+    """https://, or http:// to a loopback host (the devstack), as for every URL that carries a
+    secret (:func:`cabroker.config.unsafe_url`)."""
+    return unsafe_url(url) is None

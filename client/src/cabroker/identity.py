@@ -1,34 +1,42 @@
-"""Where the client's identity (an OIDC ID token) comes from (design.md section 6).
+"""Where the client's identity (an OIDC ID token) comes from.
 
-Unless a source is named, :func:`obtain` tries in order:
+Unless a source is named, :class:`Sources` tries in order:
 
 1. ``ambient``: the CI system's own identity, found by the ``id`` package (GitHub Actions,
-   GCP, Buildkite, GitLab CI, CircleCI), asked for each audience of the broker's issuers;
+   GCP, Buildkite, GitLab CI, CircleCI), asked for the broker's audience
+   (:func:`cabroker.config.audiences`: pinned, else the broker URL's origin);
 2. ``file``: ``id_token_file``, else ``CABROKER_ID_TOKEN_FILE``; ``env``: ``CABROKER_ID_TOKEN``;
 3. ``device``: interactive login (:mod:`cabroker.device`), only when ``interactive``.
 
-Without an identity it fails fast with one line that says what was tried and how to give a CI
-job an ID token.  Every token is checked before it is returned: it is a JWT, its issuer is one
-the broker trusts, its audience is that issuer's, and it has not expired (the broker would
-answer 401; CodeArtifact would answer a confusing 404 later).  Nothing here verifies a
-signature: that is the broker's job.  Tokens are :class:`Secret` and never part of a message.
+Only the device login reads the broker's ``/v1/config`` (to learn the issuer and client id),
+and it refuses an issuer whose audience the user has not accepted for this broker: an
+unauthenticated answer never chooses which token the client obtains or sends.
+
+Every token is checked before it is used: it is a JWT with an issuer, every ``aud`` value is an
+audience of this broker, and it has not expired (the broker would answer 401; CodeArtifact
+would answer a confusing 404 later).  Nothing here verifies a signature: that is the broker's
+job.  Tokens are :class:`Secret` and never part of a message.
+
+:attr:`Identity.binding` is the digest the token cache keys grants by: the same claims (but
+for the per-token ones, :data:`PER_TOKEN_CLAIMS`) give the same grant from the broker's rules,
+so a cached token is only ever handed back to the identity it was minted for.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import id as ambient_id
-
-from . import device
 from .broker import BrokerConfig, Issuer
+from .config import Audiences, unsafe_url
 from .errors import IdentityError, UsageError
 from .jwt import seconds_left, unverified_claims
 from .secret import Secret
@@ -40,6 +48,10 @@ SOURCES = ("ambient", "file", "env", "device")
 TOKEN_ENV = "CABROKER_ID_TOKEN"  # noqa: S105 - a variable name
 TOKEN_FILE_ENV = "CABROKER_ID_TOKEN_FILE"  # noqa: S105 - a variable name
 MAX_TOKEN_FILE = 64 * 1024  # an ID token is a few kilobytes at most
+# Claims that differ from one token to the next of the same identity: left out of the binding.
+PER_TOKEN_CLAIMS = frozenset(
+    {"iat", "exp", "nbf", "jti", "auth_time", "nonce", "at_hash", "c_hash", "uti", "rh", "sid"}
+)
 
 
 @dataclass(frozen=True)
@@ -99,13 +111,26 @@ _JWT_LIKE = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 @dataclass(frozen=True)
 class Identity:
     token: Secret  # the ID token
-    issuer: Issuer  # the broker's issuer (``/v1/config``) that issued it
+    iss: str
+    audience: str  # the accepted audience it carries
     source: str  # github-actions, gitlab-ci, buildkite, circleci, gcp, file, env or device
     expires_at: datetime | None
+    binding: str  # digest of the claims that decide a grant (see the module doc)
+    where: str = ""  # the ID token file, for source "file"; the issuer name, for "device"
+
+
+def binding(claims: Mapping[str, Any]) -> str:
+    """The digest of everything in ``claims`` a rule could match, with the per-token claims
+    left out: two tokens of one identity (same issuer, subject, repository, ref, groups…) give
+    the same binding; any difference that could change the grant gives another."""
+    kept = {name: value for name, value in claims.items() if name not in PER_TOKEN_CLAIMS}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def obtain(
-    config: BrokerConfig,
+    audiences: Audiences,
+    load_config: Callable[[], BrokerConfig],
     *,
     source: str | None = None,
     id_token_file: Path | None = None,
@@ -118,67 +143,85 @@ def obtain(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Identity:
-    """An identity for ``config``'s broker: from ``source`` (one of :data:`SOURCES`), or from
-    the first source that has one.  ``issuer`` (a name from ``config``) restricts every source
-    to that issuer.  ``env`` is where ``CABROKER_ID_TOKEN*`` and the CI markers are read; the
-    ``id`` package itself reads ``os.environ`` (the same mapping outside tests).  A named
-    ``device`` source logs in even when ``interactive`` is false: it never reads from stdin."""
-    if source is not None and source not in SOURCES:
-        raise UsageError(f"unknown identity source {source!r}; choose one of {', '.join(SOURCES)}")
-    issuers = _trusted(config, issuer)
-    if not issuers:
-        raise IdentityError("the broker trusts no issuer (its /v1/config lists none)")
-    sources = _Sources(issuers, config, issuer, env, clock)
-
-    if source == "ambient":
-        found, problem = sources.ambient()
-        if found is not None:
-            return found
-        raise IdentityError(problem or sources.no_ci())
-    if source == "file":
-        path = id_token_file or _path_from(env)
-        if path is None:
-            raise IdentityError(
-                f"no ID token file: pass --id-token-file PATH or set {TOKEN_FILE_ENV}"
-            )
-        return sources.from_file(path)
-    if source == "env":
-        token = env.get(TOKEN_ENV, "").strip()
-        if not token:
-            raise IdentityError(f"{TOKEN_ENV} is not set: set it to an OIDC ID token (a JWT)")
-        return sources.from_env(token)
-    if source == "device":
-        return sources.from_device(out, open_browser, http, sleep)
-
-    found, ambient_problem = sources.ambient()
+    """An identity for the broker: from ``source`` (one of :data:`SOURCES`), or from the first
+    source that has one, ending with a device login when ``interactive``."""
+    sources = Sources(audiences, load_config, env, issuer, clock)
+    found = sources.without_login(source, id_token_file)
     if found is not None:
         return found
-    explicit = sources.explicit(id_token_file)
-    if explicit is not None:
-        return explicit
-    if ambient_problem is not None:
-        # in a CI whose identity failed: say why, rather than start an interactive login
-        raise IdentityError(ambient_problem)
-    if interactive and any(candidate.client_id for candidate in issuers):
-        return sources.from_device(out, open_browser, http, sleep)
+    if source == "device" or interactive:
+        return sources.login(out, open_browser, http, sleep)
     raise IdentityError(sources.nothing_found(interactive))
 
 
-@dataclass(frozen=True)
-class _Sources:
-    issuers: tuple[Issuer, ...]
-    config: BrokerConfig
-    issuer_name: str | None
-    env: Mapping[str, str]
-    clock: Callable[[], float]
+@dataclass
+class Sources:
+    """The identity sources for one broker (its :class:`Audiences`).  ``load_config`` (the
+    broker's ``/v1/config``) is called only for a device login or a named ``issuer``."""
+
+    audiences: Audiences
+    load_config: Callable[[], BrokerConfig]
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    issuer_name: str | None = None
+    clock: Callable[[], float] = time.time
+    _config: BrokerConfig | None = None
+
+    def config(self) -> BrokerConfig:
+        if self._config is None:
+            self._config = self.load_config()
+        return self._config
+
+    def without_login(self, source: str | None, id_token_file: Path | None) -> Identity | None:
+        """The identity from ``source``, or from the first source that has one without a
+        person logging in; None when only a device login is left (``source`` None or
+        ``device``).  A CI that is detected but gives no usable token is an error, not None:
+        a CI job never falls back to an interactive login."""
+        if source is not None and source not in SOURCES:
+            raise UsageError(
+                f"unknown identity source {source!r}; choose one of {', '.join(SOURCES)}"
+            )
+        if source == "device":
+            return None
+        if source == "ambient":
+            found, problem = self.ambient()
+            if found is None:
+                raise IdentityError(problem or self.no_ci())
+            return self._named(found)
+        if source == "file":
+            path = id_token_file or _path_from(self.env)
+            if path is None:
+                raise IdentityError(
+                    f"no ID token file: pass --id-token-file PATH or set {TOKEN_FILE_ENV}"
+                )
+            return self._named(self.from_file(path))
+        if source == "env":
+            token = self.env.get(TOKEN_ENV, "").strip()
+            if not token:
+                raise IdentityError(f"{TOKEN_ENV} is not set: set it to an OIDC ID token (a JWT)")
+            return self._named(self.from_env(token))
+        found, ambient_problem = self.ambient()
+        if found is None:
+            found = self.explicit(id_token_file)
+        if found is not None:
+            return self._named(found)
+        if ambient_problem is not None:
+            # in a CI whose identity failed: say why, rather than start an interactive login
+            raise IdentityError(ambient_problem)
+        return None
+
+    def _named(self, found: Identity) -> Identity:
+        """``found``, when it comes from the issuer ``--issuer`` names (if it names one)."""
+        if self.issuer_name is None:
+            return found
+        named = _trusted(self.config(), self.issuer_name)[0]
+        if named.url != found.iss:
+            raise IdentityError(
+                f"the ID token from {found.where or found.source} was issued by "
+                f"{_clean(found.iss)}, not by issuer {named.name} ({named.url}) as --issuer asks"
+            )
+        return found
 
     # ------------------------------------------------------------------ ambient
-
-    def audiences(self) -> list[str]:
-        """Distinct audiences to ask a CI for: issuers without a client_id first (CI issuers;
-        those with one are usually people's IdPs), each group in the broker's order."""
-        ordered = sorted(self.issuers, key=lambda issuer: issuer.client_id is not None)
-        return list(dict.fromkeys(issuer.audience for issuer in ordered))
 
     def ci(self) -> CI:
         """The CI whose detector answered: the first, in ``id``'s order, whose variable is set;
@@ -191,36 +234,24 @@ class _Sources:
     def ambient(self) -> tuple[Identity | None, str | None]:
         """The CI's identity, or None and why a detected CI gave none we can use (None when
         no CI was detected)."""
-        failures: list[str] = []
-        untrusted: list[str] = []
-        for audience in self.audiences():
-            try:
-                credential = ambient_id.detect_credential(audience)
-            except ambient_id.IdentityError as error:
-                failures.append(_clean(str(error)))
-                continue
+        import id as ambient_id  # deferred: a token file or a cache hit needs none of it
+
+        audience = self.audiences.request
+        try:
+            credential = ambient_id.detect_credential(audience)
+        except ambient_id.IdentityError as error:
+            failure = _clean(str(error))
+        else:
             if credential is None:
-                return None, None  # no detector fired: detection does not depend on audience
+                return None, None  # no detector fired
+            ci = self.ci()
             token = Secret(credential)
-            iss = unverified_claims(token).get("iss")
-            matches = [i for i in self.issuers if i.audience == audience and i.url == iss]
-            if matches:
-                ci = self.ci()
-                return self._accept(token, matches[0], ci.source, ci.title, ci.renewal), None
-            untrusted.append(f"{_clean(str(iss))} for audience {audience!r}")
+            return self._check(token, ci.title, ci.source, ci.renewal), None
         ci = self.ci()
-        audience = self.audiences()[0]
         variable = _NOT_ENV_CHARS.sub("_", audience.upper()) + "_ID_TOKEN"
         fix = ci.fix.format(audience=audience, variable=variable)
-        found = [f"{failures[0]}"] if failures else []
-        if untrusted:
-            found.append(
-                f"its ID tokens come from issuers the broker does not trust "
-                f"({'; '.join(untrusted)}); it trusts {self._trusted_list()}"
-            )
         return None, (
-            f"{ci.title} gave no usable ID token: {'; '.join(found)}; {fix}, "
-            "or pass --id-token-file PATH"
+            f"{ci.title} gave no usable ID token: {failure}; {fix}, or pass --id-token-file PATH"
         )
 
     def no_ci(self) -> str:
@@ -256,15 +287,19 @@ class _Sources:
             raise IdentityError(f"the ID token file {path} does not hold a JWT") from None
         if len(raw) > MAX_TOKEN_FILE:
             raise IdentityError(f"the ID token file {path} does not hold a JWT (it is too big)")
-        where = f"the file {path}"
         if not text:
             raise IdentityError(f"the ID token file {path} is empty: write an OIDC ID token to it")
-        return self._check(Secret(text), where, "file", f"write a fresh one to {path}")
+        found = self._check(
+            Secret(text), f"the file {path}", "file", f"write a fresh one to {path}"
+        )
+        return _with_where(found, str(path.absolute()))
 
     def from_env(self, token: str) -> Identity:
         return self._check(Secret(token), TOKEN_ENV, "env", f"set {TOKEN_ENV} to a fresh one")
 
     def _check(self, token: Secret, where: str, source: str, fix: str) -> Identity:
+        """The identity, once ``token`` is a JWT with an issuer, for this broker only, and not
+        expired."""
         claims = unverified_claims(token)
         if not claims:
             raise IdentityError(
@@ -274,54 +309,17 @@ class _Sources:
         iss = claims.get("iss")
         if not isinstance(iss, str) or not iss:
             raise IdentityError(f"the ID token from {where} has no issuer (no 'iss' claim)")
-        from_issuer = [i for i in self.issuers if i.url == iss]
-        if not from_issuer:
-            if self.issuer_name is not None:
-                named = self.issuers[0]
-                raise IdentityError(
-                    f"the ID token from {where} was issued by {_clean(iss)}, not by issuer "
-                    f"{named.name} ({named.url}) as --issuer asks"
-                )
-            raise IdentityError(
-                f"the ID token from {where} was issued by {_clean(iss)}, which the broker does "
-                f"not trust; it trusts {self._trusted_list()}"
-            )
         aud = claims.get("aud")
-        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        matching = [i for i in from_issuer if i.audience in audiences]
-        if not matching:
-            expected = " or ".join(repr(i.audience) for i in from_issuer)
+        if not self.audiences.accepts(aud):
             raise IdentityError(
-                f"the ID token from {where} is for audience {_clean(str(aud))}, but the broker "
-                f"expects {expected} from {_clean(iss)}; ask for a token with that audience"
+                f"the ID token from {where} is for audience {_clean(json.dumps(aud))}, not only "
+                f"for this broker ({self.audiences.describe()}); cabroker sends no token another "
+                f"service would accept. Ask for a token with audience "
+                f"{self.audiences.request!r}, or, if your admins use another audience for this "
+                "broker, pin it with --audience, CABROKER_AUDIENCE or 'cabroker configure URL "
+                "--audience AUD'"
             )
-        return self._accept(token, matching[0], source, where, fix)
-
-    # ------------------------------------------------------------------ device
-
-    def from_device(
-        self,
-        out: TextIO,
-        open_browser: Callable[[str], bool] | None,
-        http: requests.Session | None,
-        sleep: Callable[[float], None],
-    ) -> Identity:
-        chosen = device.choose_issuer(self.config, self.issuer_name)
-        token = device.login(
-            chosen, out=out, open_browser=open_browser, http=http, sleep=sleep, clock=self.clock
-        )
-        return self._accept(
-            token,
-            chosen,
-            "device",
-            f"the login to {chosen.name}",
-            "run the command again (and check this machine's clock)",
-        )
-
-    # ------------------------------------------------------------------ common
-
-    def _accept(self, token: Secret, issuer: Issuer, source: str, where: str, fix: str) -> Identity:
-        """The identity, once its token is known not to have expired."""
+        audience = aud if isinstance(aud, str) else str((aud or [""])[0])
         now = self.clock()
         left = seconds_left(token, now)
         expires_at = _utc(now + left) if left is not None else None
@@ -331,13 +329,55 @@ class _Sources:
                 f"the identity token from {where} expired at {when} ({int(-left)} s ago); "
                 f"get a fresh one: {fix}"
             )
-        return Identity(token, issuer, source, expires_at)
+        return Identity(token, iss, audience, source, expires_at, binding(claims), where)
 
-    def _trusted_list(self) -> str:
-        return ", ".join(f"{i.url} ({i.name})" for i in self.issuers)
+    # ------------------------------------------------------------------ device
+
+    def login_issuer(self) -> Issuer:
+        """The issuer a device login would use, once it is known to be this broker's: its
+        audience accepted for this broker, its URL https."""
+        from . import device
+
+        chosen = device.choose_issuer(self.config(), self.issuer_name)
+        if chosen.audience not in self.audiences.accepted:
+            raise IdentityError(
+                f"the broker's interactive login ({chosen.name}, {_clean(chosen.url)}) issues ID "
+                f"tokens for audience {_clean(chosen.audience)!r}, which is not pinned for this "
+                f"broker; if your admins publish that audience, pin it once: cabroker configure "
+                f"{self.audiences.broker_url} --audience {_clean(chosen.audience)}"
+            )
+        why = unsafe_url(chosen.url)
+        if why is not None:
+            raise IdentityError(
+                f"the broker's interactive login issuer {chosen.name} is refused: {why}"
+            )
+        return chosen
+
+    def login(
+        self,
+        out: TextIO,
+        open_browser: Callable[[str], bool] | None,
+        http: requests.Session | None,
+        sleep: Callable[[float], None],
+    ) -> Identity:
+        from . import device
+
+        chosen = self.login_issuer()
+        token = device.login(
+            chosen, out=out, open_browser=open_browser, http=http, sleep=sleep, clock=self.clock
+        )
+        where = f"the login to {chosen.name}"
+        found = self._check(token, where, "device", "run the command again")
+        if found.iss != chosen.url:
+            raise IdentityError(
+                f"{where} returned an ID token issued by {_clean(found.iss)}, not {chosen.url}"
+            )
+        return _with_where(found, chosen.name)
+
+    # ------------------------------------------------------------------ messages
 
     def _ci_hints(self) -> str:
-        audience = self.audiences()[0]
+        audience = self.audiences.request
         variable = _NOT_ENV_CHARS.sub("_", audience.upper()) + "_ID_TOKEN"
         return (
             f"give it an ID token for audience {audience!r}: GitHub Actions "
@@ -349,20 +389,20 @@ class _Sources:
     def nothing_found(self, interactive: bool) -> str:
         if not interactive:
             why = "interactive login is off (no terminal, or --non-interactive)"
-        elif self.issuer_name is not None:
-            why = f"issuer {self.issuer_name} offers no interactive login"
         else:
-            why = "the broker offers no interactive login"
+            why = "no interactive login was possible"
         return (
             f"no identity found: no CI identity ({CI_TITLES}), no --id-token-file, "
             f"{TOKEN_ENV} or {TOKEN_FILE_ENV}, and {why}; in a CI job, {self._ci_hints()}"
         )
 
 
-def _trusted(config: BrokerConfig, name: str | None) -> tuple[Issuer, ...]:
-    """The broker's issuers, or only the one named ``name``."""
-    if name is None:
-        return config.issuers
+def _with_where(found: Identity, where: str) -> Identity:
+    return replace(found, where=where)
+
+
+def _trusted(config: BrokerConfig, name: str) -> tuple[Issuer, ...]:
+    """The broker's issuer named ``name``."""
     named = tuple(issuer for issuer in config.issuers if issuer.name == name)
     if not named:
         known = ", ".join(issuer.name for issuer in config.issuers) or "none"

@@ -1,11 +1,15 @@
 """A keyring backend that answers pip, twine and uv with ``("aws", token)`` for the repository
-hosts of the grants ``cabroker`` obtained, refreshing a grant shortly before it expires.
+endpoints of the grants ``cabroker`` obtained, refreshing a grant shortly before it expires.
 
 Installed through the ``keyring.backends`` entry point (priority 9, above the system keyrings,
-which keyring's chainer still asks for every other host).  For a host that is not ours it
-returns None after reading only the small ``hosts`` file of the token cache: nothing heavy is
-imported and nothing else is read.  It never stores anything: ``set_password`` and
-``delete_password`` raise ``NotImplementedError``, so the chainer moves on to the next keyring.
+which keyring's chainer still asks for every other URL).  It answers only for the exact
+repository endpoint of a grant: same scheme (https; http only to a loopback host), host, port
+and repository path (:func:`cabroker.cache.serves`), never for the same host name over http,
+on another port, or for a bare host name; and only with a grant minted for the identity this
+process has (:func:`cabroker.api.grant_for_url`).  For a URL that is not ours it returns None
+after reading only the small ``scopes`` file of the token cache: nothing heavy is imported and
+nothing else is read.  It never stores anything: ``set_password`` and ``delete_password`` raise
+``NotImplementedError``, so the chainer moves on to the next keyring.
 
     pip install --keyring-provider import --index-url https://aws@<repository endpoint> …
     uv pip install --keyring-provider subprocess --index-url https://aws@<endpoint> …
@@ -22,45 +26,46 @@ from keyring.backend import KeyringBackend
 from keyring.credentials import Credential, SimpleCredential
 
 from . import cache as _cache
+from .config import unsafe_url
 
 if TYPE_CHECKING:
     from .broker import Grant
-    from .cache import TokenCache
 
 log = logging.getLogger(__name__)
 
 USERNAME = "aws"
-REFRESH_MARGIN_SECONDS = 300.0
 
 Fetcher = Callable[[str], "Grant | None"]
 
 
-def service_host(service: str) -> str | None:
-    """The lower-case host of what a tool passes as the service: a URL (pip, twine, uv), or a
-    netloc, possibly with a user and a port (pip's second try)."""
+def service_url(service: str) -> str | None:
+    """The URL a tool passes as the service, without its user name, when it is one a token
+    may go to (https, or http to a loopback host); None for a bare host name or anything else."""
     service = service.strip()
-    if not service:
-        return None
-    return _cache.host_of(service if "://" in service else "//" + service)
+    if "://" not in service:
+        return None  # pip's second try passes a bare netloc: no scheme, no path, not ours
+    scheme, _, rest = service.partition("://")
+    netloc, slash, path = rest.partition("/")
+    url = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+    return url if unsafe_url(url) is None else None
 
 
-def refresh_for_host(host: str) -> Grant | None:
-    """The default fetcher: ``cabroker.api.refresh_for_host``, imported only when needed; None
+def grant_for_url(url: str) -> Grant | None:
+    """The default fetcher: ``cabroker.api.grant_for_url``, imported only when needed; None
     when it is not there."""
     try:
-        refresh: Fetcher = importlib.import_module("cabroker.api").refresh_for_host
+        fetch: Fetcher = importlib.import_module("cabroker.api").grant_for_url
     except (ImportError, AttributeError) as error:
-        log.debug("cabroker cannot refresh tokens here (%s)", error)
+        log.debug("cabroker cannot serve tokens here (%s)", error)
         return None
-    return refresh(host)
+    return fetch(url)
 
 
 class CabrokerKeyring(KeyringBackend):
-    """``get_credential`` / ``get_password`` for the hosts in the token cache.
+    """``get_credential`` / ``get_password`` for the repository endpoints in the token cache.
 
-    ``cache`` (default: ``TokenCache.default()``, built on first use) and ``fetcher`` (host →
-    a fresh grant or None; default: :func:`refresh_for_host`) are there for tests.  A grant the
-    fetcher returns is expected to be in the cache already (``cabroker.api`` puts it there).
+    ``scopes`` (default: the cache's ``scopes`` file, read at each call) and ``fetcher`` (URL →
+    the caller's grant for it or None; default: :func:`grant_for_url`) are there for tests.
     """
 
     priority = 9
@@ -68,46 +73,29 @@ class CabrokerKeyring(KeyringBackend):
     def __init__(
         self,
         *,
-        cache: TokenCache | None = None,
+        scopes: Callable[[], frozenset[str]] | None = None,
         fetcher: Fetcher | None = None,
-        refresh_margin: float = REFRESH_MARGIN_SECONDS,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # keyring leaves it untyped
-        self._cache = cache
-        self._fetcher = fetcher if fetcher is not None else refresh_for_host
-        self.refresh_margin = refresh_margin
-
-    def _known_hosts(self) -> frozenset[str]:
-        if self._cache is not None:
-            return self._cache.known_hosts()
-        return _cache.known_hosts()
+        self._scopes = scopes if scopes is not None else _cache.known_scopes
+        self._fetcher = fetcher if fetcher is not None else grant_for_url
 
     def token(self, service: str, username: str | None) -> str | None:
         """The token for ``service`` and ``username``, or None when it is not ours to answer."""
         if username and username != USERNAME:
             return None
-        host = service_host(service)
-        if host is None or host not in self._known_hosts():
+        url = service_url(service)
+        if url is None or not _cache.serves(self._scopes(), url):
             return None
         try:
-            return self._token_for(host)
+            grant = self._fetcher(url)
         except Exception as error:  # noqa: BLE001 - never break the tool that asked
-            log.debug("cabroker has no token for %s (%s: %s)", host, type(error).__name__, error)
+            log.debug("cabroker has no token for %s (%s)", url, type(error).__name__)
             return None
-
-    def _token_for(self, host: str) -> str | None:
-        cache = self._cache if self._cache is not None else _cache.TokenCache.default()
-        grant = cache.find_by_host(host)
-        if grant is None or grant.seconds_left() < self.refresh_margin:
-            try:
-                fresh = self._fetcher(host)
-            except Exception as error:  # noqa: BLE001 - keep a cached grant still valid
-                log.debug("refreshing the token for %s failed (%s)", host, type(error).__name__)
-                fresh = None
-            if fresh is not None and host in _cache.grant_hosts(fresh):
-                grant = fresh
         if grant is None or grant.seconds_left() <= 0:
             return None
+        if not _cache.serves(_cache.grant_scopes(grant), url):
+            return None  # a fetcher's grant for another endpoint is never handed out
         return grant.token
 
     # --- the keyring API ------------------------------------------------------------------

@@ -44,6 +44,13 @@ def identity_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--id-token-file", type=Path, metavar="PATH", help="a file with an ID token")
     group.add_argument("--issuer", metavar="NAME", help="the broker's issuer to log in with")
     group.add_argument(
+        "--audience",
+        action="append",
+        metavar="AUD",
+        help="an ID-token audience this broker uses, besides its URL's origin (repeatable; "
+        "default: CABROKER_AUDIENCE, then those saved by 'cabroker configure URL --audience')",
+    )
+    group.add_argument(
         "--non-interactive",
         action="store_true",
         help="never prompt or start an interactive login (the default without a terminal)",
@@ -71,6 +78,7 @@ def grant_for(args: argparse.Namespace) -> Grant:
         source=args.identity or ("file" if args.id_token_file else None),
         id_token_file=args.id_token_file,
         issuer=args.issuer,
+        audience=args.audience or (),
         interactive=False if args.non_interactive else sys.stdin.isatty(),
         refresh=args.refresh,
     )

@@ -21,11 +21,13 @@ def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from .. import identity
     from ..broker import BrokerClient
-    from ..config import broker_url
+    from ..config import audiences, broker_url
 
-    client = BrokerClient(broker_url(args.broker_url))
+    url = broker_url(args.broker_url)
+    client = BrokerClient(url)
     who = identity.obtain(
-        client.config(),
+        audiences(url, args.audience),
+        client.config,
         source=args.identity or ("file" if args.id_token_file else None),
         id_token_file=args.id_token_file,
         env=os.environ,
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
-    print(f"as {answer.get('subject')} at {who.issuer.name} ({who.source}):")
+    print(f"as {answer.get('subject')} at {who.iss} ({who.source}):")
     for grant in answer.get("grants", []):
         packages = ", ".join(grant.get("packages") or []) or "any package"
         print(
