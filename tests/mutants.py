@@ -11,6 +11,7 @@ The broker's mutants are listed here; each other area lists its own in ``tests/m
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import shutil
 import subprocess
@@ -268,12 +269,15 @@ MUTANTS = [
 ]
 
 
-def all_mutants() -> list[Mutant]:
-    """The mutants above and those of every ``tests/mutants_*.py``, names unique."""
+def all_mutants(area: str | None = None) -> list[Mutant]:
+    """The mutants above and those of every ``tests/mutants_*.py`` (or only of
+    ``tests/mutants_<area>.py``; ``broker`` for those above), names unique."""
     if str(ROOT) not in sys.path:  # run as a script: the area modules import tests.mutants
         sys.path.insert(0, str(ROOT))
-    found = list(MUTANTS)
+    found = list(MUTANTS) if area in (None, "broker") else []
     for path in sorted(Path(__file__).parent.glob("mutants_*.py")):
+        if area is not None and path.stem != f"mutants_{area}":
+            continue
         spec = importlib.util.spec_from_file_location(f"_mutants_{path.stem}", path)
         if spec is None or spec.loader is None:
             raise SystemExit(f"cannot load {path}")
@@ -309,7 +313,11 @@ def run(candidate: Mutant, scratch: Path) -> bool:
     return done.returncode != 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="remove each security check; the tests must fail")
+    parser.add_argument("-k", metavar="TEXT", help="only the mutants whose name contains TEXT")
+    parser.add_argument("--area", metavar="NAME", help="only tests/mutants_NAME.py's mutants")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "repo"
         shutil.copytree(
@@ -318,7 +326,11 @@ def main() -> int:
             ignore=shutil.ignore_patterns(".venv*", ".git", ".aws-sam", "*_cache", "__pycache__"),
         )
         survivors = []
-        mutants = all_mutants()
+        mutants = [
+            candidate
+            for candidate in all_mutants(args.area)
+            if args.k is None or args.k in candidate.name
+        ]
         for candidate in mutants:
             caught = run(candidate, scratch)
             print(f"{'caught  ' if caught else 'SURVIVED'}  {candidate.name}", flush=True)
