@@ -1,14 +1,17 @@
 """What the client prints: environment variables for pip, uv, twine and poetry.
 
-Nothing here writes a file except :func:`github_actions`, which appends to ``$GITHUB_ENV``.
+Nothing here writes a file except :func:`github_actions` and :func:`github_outputs`, which
+append to ``$GITHUB_ENV`` and ``$GITHUB_OUTPUT``.
 
 - :func:`variables` is the one list of names and values, in a stable order. The private index is
   always the *default* index (``PIP_INDEX_URL``, uv's named ``UV_DEFAULT_INDEX``), never an
   extra one: with an extra index pip and uv would also ask PyPI for internal names.
 - :func:`render` prints them for a shell (``sh``, ``fish``, ``powershell``), a ``dotenv`` file
-  or ``json``; every format reads back to exactly the same values.
+  or ``json``; every format reads back to exactly the same values, or nothing is printed and
+  a :class:`~cabroker.errors.UsageError` names the variable that format cannot carry.
 - :func:`github_actions` masks the secret values in the job log, then appends the variables to
-  the ``GITHUB_ENV`` file in the multiline-safe ``NAME<<DELIMITER`` form.
+  the ``GITHUB_ENV`` file; :func:`github_outputs` appends the step outputs to ``GITHUB_OUTPUT``.
+  Both files are written by one helper, in the multiline-safe ``NAME<<DELIMITER`` form.
 """
 
 from __future__ import annotations
@@ -116,12 +119,37 @@ def secret_values(variables: Mapping[str, str]) -> list[str]:
 # --- rendering --------------------------------------------------------------------------------
 
 
+def _unwritable(value: str) -> str | None:
+    """Why no environment variable can hold ``value`` (so no format may print it), or None.
+
+    NUL ends a C string (``execve``): a shell would cut or drop it. A lone surrogate is not
+    text at all: it has no UTF-8 form, and printing it would write mangled bytes.
+    """
+    if "\0" in value:
+        return "it contains a NUL character, which no environment variable can hold"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _refused(key: str, fmt: str, reason: str) -> UsageError:
+    """The error for a value ``fmt`` cannot carry: it names the variable, never the value."""
+    other = "sh or json" if fmt == "dotenv" else "json"
+    return UsageError(
+        f"the value of {key} cannot be printed as --format {fmt} so that it reads back "
+        f"unchanged ({reason}); use --format {other}"
+    )
+
+
 def _sh(value: str) -> str:
+    # Inside POSIX single quotes every character is literal, newlines included; a ' ends them.
     return "'" + value.replace("'", "'\\''") + "'"
 
 
 def _fish(value: str) -> str:
-    # Inside fish's single quotes only \\ and \' are escapes.
+    # Inside fish's single quotes only \\ and \' are escapes; newlines are literal.
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -131,24 +159,58 @@ def _powershell(value: str) -> str:
     return "'" + value + "'"
 
 
-def _dotenv(value: str) -> str:
-    """Bare when safe; single quotes (literal in docker compose and python-dotenv) when the
-    value has no ``'``, ``\\`` or line break; else double quotes with ``\\\\ \\" \\n \\r``."""
+def _dotenv(key: str, value: str) -> str:
+    """``value`` as python-dotenv 1.x and docker compose (v2, compose-go) both read it back.
+
+    What the two readers do (python-dotenv's ``parser.py``/``variables.py``, compose-go's
+    ``dotenv/parser.go``):
+
+    - python-dotenv expands ``${NAME}`` and ``${NAME:-default}`` in *every* value, quoted with
+      ``'`` or ``"`` or bare, and has no escape for it; in single quotes it also reads ``\\\\``
+      and ``\\'`` as escapes; in double quotes ``\\\\ \\' \\" \\a \\b \\f \\n \\r \\t \\v``.
+    - compose expands ``$NAME``, ``${...}`` and ``$$`` in bare and double-quoted values but
+      never in single quotes; single quotes are literal except ``\\'``; double quotes read
+      ``\\\\ \\" \\n \\r`` (and more) as escapes; a bare value ends at a line break or `` #``.
+
+    So: bare when only ``[A-Za-z0-9_@%+=:,./-]``; else single quotes when the value has no
+    ``'``, ``\\`` or line break; else double quotes with ``\\\\ \\" \\n \\r`` when it has no ``$``.
+    Refused (UsageError): ``${`` anywhere, or ``$`` together with ``'``, ``\\`` or a line break.
+    """
+    if "${" in value:
+        raise _refused(key, "dotenv", "python-dotenv expands '${' in any quoting")
     if _DOTENV_BARE.fullmatch(value):
         return value
     if not any(c in value for c in "'\\\n\r"):
         return "'" + value + "'"
+    if "$" in value:
+        raise _refused(
+            key,
+            "dotenv",
+            "it has '$' and also a quote, backslash or line break, which only double quotes "
+            "can hold, where docker compose expands '$'",
+        )
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
 def render(variables: Mapping[str, str], fmt: str) -> str:
-    """``variables`` as ``fmt`` (one of :data:`FORMATS`), one assignment a line."""
+    """``variables`` as ``fmt`` (one of :data:`FORMATS`), one assignment a line.
+
+    Every value reads back unchanged by what reads the format (sh, fish, PowerShell,
+    python-dotenv and docker compose, any JSON parser), or the whole output is refused with a
+    :class:`UsageError` that names the variable (never its value) and nothing is printed.
+    """
     for key in variables:
         if not _VARIABLE.fullmatch(key):
             raise ValueError(f"{key!r} is not an environment variable name")
     if fmt == "json":
         return json.dumps(dict(variables), indent=2) + "\n"
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format {fmt!r}: choose from {', '.join(FORMATS)}")
+    for key, value in variables.items():
+        reason = _unwritable(value)
+        if reason is not None:
+            raise _refused(key, fmt, reason)
     lines: list[str]
     if fmt == "sh":
         lines = [f"export {k}={_sh(v)}" for k, v in variables.items()]
@@ -156,14 +218,15 @@ def render(variables: Mapping[str, str], fmt: str) -> str:
         lines = [f"set -gx {k} {_fish(v)}" for k, v in variables.items()]
     elif fmt == "powershell":
         lines = [f"$env:{k} = {_powershell(v)}" for k, v in variables.items()]
-    elif fmt == "dotenv":
-        lines = [f"{k}={_dotenv(v)}" for k, v in variables.items()]
     else:
-        raise UsageError(f"unknown output format {fmt!r}: choose from {', '.join(FORMATS)}")
+        lines = [f"{k}={_dotenv(k, v)}" for k, v in variables.items()]
     return "".join(line + "\n" for line in lines)
 
 
 # --- GitHub Actions ---------------------------------------------------------------------------
+
+# A step output's name (what ``steps.<id>.outputs.<name>`` can address).
+_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def _command_data(value: str) -> str:
@@ -173,6 +236,38 @@ def _command_data(value: str) -> str:
 
 def _delimiter() -> str:
     return f"ghadelimiter_{secrets.token_hex(16)}"
+
+
+def _append_github_file(path: Path, entries: Mapping[str, str], what: str) -> None:
+    """Append ``entries`` to the runner's file-command file ``path`` (``what`` is
+    ``GITHUB_ENV`` or ``GITHUB_OUTPUT``), each as ``NAME<<DELIMITER``, the value, ``DELIMITER``.
+
+    The runner reads a value up to the first line equal to its delimiter, so each delimiter is
+    random and checked to occur in neither the name nor the value: no value, whatever lines it
+    holds, can end its block early and start another entry. Every entry is checked before
+    anything is written, and the file is appended as bytes (no newline translation on Windows).
+    A value that ends with a carriage return is refused: a Windows runner reads CR LF as one
+    line break and would drop it.
+    """
+    blocks = []
+    for name, value in entries.items():
+        reason = _unwritable(value)
+        if reason is None and value.endswith("\r"):
+            reason = "it ends with a carriage return, which a Windows runner would drop"
+        if reason is not None:
+            raise FilesError(f"cannot write {name} to {what} unchanged: {reason}")
+        delimiter = _delimiter()
+        while delimiter in value or delimiter in name:
+            delimiter = _delimiter()
+        blocks.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+    try:
+        with path.open("ab") as handle:
+            handle.write("".join(blocks).encode("utf-8"))
+    except OSError as error:
+        raise FilesError(
+            f"cannot append to the {what} file {path} ({error.strerror}): "
+            "run this inside a GitHub Actions step, or use --format sh"
+        ) from None
 
 
 def github_actions(variables: Mapping[str, str], env_file: Path, out: TextIO) -> None:
@@ -190,17 +285,23 @@ def github_actions(variables: Mapping[str, str], env_file: Path, out: TextIO) ->
             if line.strip():
                 out.write(f"::add-mask::{_command_data(line)}\n")
     out.flush()
-    blocks = []
-    for key, value in variables.items():
-        delimiter = _delimiter()
-        while delimiter in value or delimiter in key:
-            delimiter = _delimiter()
-        blocks.append(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
-    try:
-        with env_file.open("a", encoding="utf-8") as handle:
-            handle.write("".join(blocks))
-    except OSError as error:
-        raise FilesError(
-            f"cannot append to the GITHUB_ENV file {env_file} ({error.strerror}): "
-            "run this inside a GitHub Actions step, or use --format sh"
-        ) from None
+    _append_github_file(env_file, variables, "GITHUB_ENV")
+
+
+def step_outputs(grant: Grant) -> dict[str, str]:
+    """The GitHub Action's step outputs (action.yml ``outputs``): no secret among them."""
+    return {
+        "index-url": grant.index_url,
+        "upload-url": grant.upload_url,
+        "expires-at": expires_at(grant),
+    }
+
+
+def github_outputs(values: Mapping[str, str], output_file: Path) -> None:
+    """Append step outputs to ``output_file`` (``$GITHUB_OUTPUT``) in the same
+    ``NAME<<DELIMITER`` form as :func:`github_actions`: a value cannot add or change another
+    output. Nothing is masked: outputs must hold no secret (:func:`step_outputs`)."""
+    for name in values:
+        if not _OUTPUT_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a step output name")
+    _append_github_file(output_file, values, "GITHUB_OUTPUT")
