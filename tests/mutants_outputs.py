@@ -108,4 +108,12 @@ MUTANTS: list[Mutant] = [
         '"$py" -m cabroker.cli',
         ACTION_TESTS,
     ),
+    mutant(
+        "login writes GITHUB_OUTPUT as name=value lines",
+        "client/src/cabroker/commands/login.py",
+        "outputs.github_outputs(outputs.step_outputs(grant), Path(path))",
+        "Path(path).write_text("
+        "''.join(f'{k}={v}\\n' for k, v in outputs.step_outputs(grant).items()))",
+        ("tests/client/test_outputs.py",),
+    ),
 ]

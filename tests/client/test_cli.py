@@ -200,7 +200,7 @@ def test_github_actions_login_masks_then_exports(
     written = env_file.read_text()
     assert "PIP_INDEX_URL<<" in written
     assert "UV_INDEX_CODEARTIFACT_PASSWORD<<" in written
-    assert "index-url=https://" in output_file.read_text()
+    assert "index-url<<" in output_file.read_text()
     assert "catoken" not in output_file.read_text()
 
 

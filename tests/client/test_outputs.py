@@ -918,12 +918,6 @@ def test_github_files_property_read_back_or_refuse(value: str, windows: bool) ->
         assert read_github_file(read_back(env_file), windows=windows) == list(values.items())
 
 
-@pytest.mark.xfail(
-    reason="commands/login.py still appends 'name=value' lines to GITHUB_OUTPUT itself: "
-    "its _github_outputs must call outputs.github_outputs(outputs.step_outputs(grant), path). "
-    "When it does, this test passes: remove this marker.",
-    strict=True,
-)
 def test_login_writes_step_outputs_with_the_shared_helper(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -71,14 +71,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _github_outputs(grant: object) -> None:
+    """The action's step outputs, in the same injection-proof form as ``GITHUB_ENV``."""
+    from .. import outputs
 
     path = os.environ.get("GITHUB_OUTPUT")
     if not path or not isinstance(grant, Grant):
         return
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(f"index-url={grant.index_url}\n")
-        handle.write(f"upload-url={grant.upload_url}\n")
-        handle.write(f"expires-at={grant.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+    outputs.github_outputs(outputs.step_outputs(grant), Path(path))
 
 
 def _write_files(args: argparse.Namespace, grant: object) -> list[str]:
