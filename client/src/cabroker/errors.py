@@ -7,7 +7,8 @@ Exit codes (documented in the README and ``cabroker --help``):
 1    an unexpected error (a bug: run again with ``--debug`` and report it)
 2    usage: bad arguments, no broker URL configured
 3    the broker refused (4xx): its problem ``detail`` is shown
-4    the broker is unreachable, unavailable (5xx) or throttling (429): try again
+4    the broker is unreachable, unavailable (5xx) or throttling (429), or its answer is not
+     a usable grant (an http:// URL, credentials or control characters in it): try again
 5    no identity: none detected, the identity token expired, or interactive login failed
 6    a CodeArtifact token expired or is missing (``cabroker status``); log in again
 7    a configuration file could not be written or restored
