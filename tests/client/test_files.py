@@ -20,14 +20,12 @@ import pytest
 from twine.utils import get_repository_from_config
 
 from cabroker import entries, files
-from cabroker.entries import Owned
 from cabroker.errors import FilesError
 from cabroker.ledger import Action, Ledger, RestoreIncomplete
 from cabroker.outputs import index_url_with_credentials
 from cabroker.secret import Secret
 from tests.client.test_outputs import (
     HOST,
-    INDEX_URL,
     TOKEN,
     UPLOAD_URL,
     VENV_BIN,
@@ -382,7 +380,7 @@ def test_logout_after_edits_of_a_created_pypirc_removes_section_and_server(
     assert [o.action for o in outcomes] == [Action.REMOVED_ENTRIES]
     assert_bytes(
         path.read_bytes(),
-        b"[distutils]\nindex-servers =\n    pypi\n    testpypi\n    mine\n\n\n"
+        b"[distutils]\nindex-servers =\n    pypi\n    testpypi\n    mine\n\n"
         b"[mine]\nrepository = https://mine/\n",
     )
 
@@ -391,24 +389,25 @@ def test_logout_after_edits_of_a_netrc_puts_back_the_users_old_entry(
     home: Path, ledger: Ledger
 ) -> None:
     path = home / ".netrc"
-    path.write_bytes(f"machine {HOST} login aws password expired\n".encode())
+    path.write_bytes(f"machine {HOST} login me password mine\n".encode())
     files.write_netrc(ledger, GRANT, path)
     with path.open("ab") as handle:
         handle.write(b"machine other login a password b\n")
     assert [o.action for o in ledger.restore()] == [Action.REMOVED_ENTRIES]
     assert_bytes(
         path.read_bytes(),
-        f"machine {HOST} login aws password expired\nmachine other login a password b\n".encode(),
+        f"machine {HOST} login me password mine\nmachine other login a password b\n".encode(),
     )
 
 
 def test_logout_leaves_a_file_whose_entry_the_user_changed(home: Path, ledger: Ledger) -> None:
     path = home / ".netrc"
     files.write_netrc(ledger, GRANT, path)
-    edited = f"machine {HOST} login aws password mine\n".encode()
+    edited = f"machine {HOST} login me password mine\n".encode()  # no longer aws: theirs
     path.write_bytes(edited)
     outcomes = ledger.restore()
     assert [o.action for o in outcomes] == [Action.LEFT]
+    assert "you changed" in outcomes[0].detail
     assert_bytes(path.read_bytes(), edited)
     assert ledger.paths() == []
 
@@ -442,17 +441,6 @@ def test_logout_never_touches_a_file_the_ledger_does_not_name(home: Path, ledger
     assert not ours.exists()
 
 
-def test_raw_apply_without_owned_entries(home: Path, ledger: Ledger) -> None:
-    path = home / "notes.txt"
-    path.write_bytes(b"before")
-    path.chmod(0o640)
-    ledger.apply(path, b"ours", mode=None)
-    assert mode_of(path) == 0o640
-    path.write_bytes(b"the user's")
-    assert [o.action for o in ledger.restore()] == [Action.LEFT]
-    assert_bytes(path.read_bytes(), b"the user's")
-
-
 def test_ledger_is_private_and_holds_no_token(home: Path, ledger: Ledger) -> None:
     files.write_netrc(ledger, GRANT, home / ".netrc")
     files.write_pypirc(ledger, GRANT, path=home / ".pypirc")
@@ -462,9 +450,8 @@ def test_ledger_is_private_and_holds_no_token(home: Path, ledger: Ledger) -> Non
     assert private, "the ledger holds the token"
     document = json.loads(text)
     record = document["files"][str(home / ".netrc")]
-    assert record["before"] is None
-    assert record["owned"]["kind"] == "netrc"
-    assert record["owned"]["name"] == HOST
+    assert record["existed"] is False
+    assert [(e["kind"], e["name"]) for e in record["entries"]] == [("netrc-machine", HOST)]
 
 
 def test_symlinked_dotfile_is_written_through(home: Path, ledger: Ledger, tmp_path: Path) -> None:
@@ -548,17 +535,6 @@ def test_a_file_that_cannot_be_restored_stays_in_the_ledger(home: Path, ledger: 
     (home / "sub").unlink()
     (home / "moved").rename(home / "sub")
     assert [o.action for o in ledger.restore()] == [Action.DELETED]
-
-
-def test_owned_names_the_entry() -> None:
-    assert Owned.pypirc().name == "codeartifact"
-    assert Owned.netrc(HOST) == Owned("netrc", HOST)
-    assert Owned.pip().entry(f"[global]\nindex-url = {INDEX_URL}\n") == (
-        f"index-url = {INDEX_URL}\n"
-    )
-
-
-# --- concurrency --------------------------------------------------------------------------------
 
 
 def _login_repeatedly(ledger_path: str, home: str, shared: str, own: str, rounds: int) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .broker import Grant
-from .entries import Owned, docker_secret, host_of, netrc, pip_conf, pypirc
+from .entries import put_netrc, put_pip, put_pypirc
 from .ledger import Ledger as Ledger  # re-exported: ``cabroker status`` reads it from here
 from .outputs import DEFAULT_NAME
 
@@ -64,24 +64,19 @@ def netrc_path(*, environ: Mapping[str, str] = os.environ, platform: str = sys.p
 
 
 def write_pip_conf(ledger: Ledger, grant: Grant, path: Path | None = None) -> Path:
-    return ledger.edit(path or pip_conf_path(), lambda old: pip_conf(old, grant), owned=Owned.pip())
+    return ledger.write(path or pip_conf_path(), lambda text: put_pip(text, grant))
 
 
 def write_pypirc(
     ledger: Ledger, grant: Grant, name: str = DEFAULT_NAME, path: Path | None = None
 ) -> Path:
-    return ledger.edit(
-        path or pypirc_path(), lambda old: pypirc(old, grant, name), owned=Owned.pypirc(name)
-    )
+    return ledger.write(path or pypirc_path(), lambda text: put_pypirc(text, grant, name))
 
 
 def write_netrc(ledger: Ledger, grant: Grant, path: Path | None = None) -> Path:
-    return ledger.edit(
-        path or netrc_path(), lambda old: netrc(old, grant), owned=Owned.netrc(host_of(grant))
-    )
+    return ledger.write(path or netrc_path(), lambda text: put_netrc(text, grant))
 
 
 def write_docker_secret(ledger: Ledger, grant: Grant, path: Path) -> Path:
-    return ledger.edit(
-        path, lambda old: docker_secret(old, grant), owned=Owned.netrc(host_of(grant))
-    )
+    """A Docker build secret in netrc format (mount it at ``/root/.netrc``)."""
+    return ledger.write(path, lambda text: put_netrc(text, grant))

@@ -1,44 +1,49 @@
-"""The ledger ``logout`` undoes: every file ``login`` wrote, how to take our entry out again.
+"""The ledger ``logout`` undoes: every entry any ``login`` wrote, file by file.
 
-:class:`Ledger` writes files (atomically, mode 0600) and remembers, per file, the bytes and mode
-*before* the first write and the SHA-256 of the last write. :meth:`Ledger.restore` puts the
-original bytes back when the file is still what we wrote; when the user changed it since, only
-our entry is taken out (the user's own previous entry put back in its place) and the outcome
-says so. A file the ledger does not name is never touched. Nothing is ever written inside a
-Python project (:mod:`cabroker.placement`).
+Per file (keyed by its resolved absolute path) the ledger records whether the file existed
+before the first login, its mode then, the SHA-256 and mode of our last write, the directories
+login created for it, and each :class:`~cabroker.entries.Entry` we wrote into it, in the order
+written: which entry is ours, what user text it replaced, what we added around it.
+:meth:`Ledger.restore` takes them out again, last first: a file nobody changed since comes back
+byte for byte (mode included), a file the user changed keeps their changes, and a file that did
+not exist is deleted when nothing but ours was in it. Then the ledger forgets the file. A file
+the ledger does not name is never touched. Nothing is ever written inside a Python project
+(:mod:`cabroker.placement`).
+
+The ledger never holds a token: entries record hashes and the user's own text only, and a
+CodeArtifact credential that login replaced is not kept (see :mod:`cabroker.entries`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .entries import Owned
+from .entries import PYPIRC_SECTION, Entry, Status, holds_credential, keeping, take_out
 from .errors import FilesError
-from .filetext import decode as _text
-from .filetext import sha256 as _sha256
+from .filetext import decode, encode, sha256
 from .placement import check_not_in_project
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
 DEFAULT_MODE = 0o600
+
+Put = Callable[[str], tuple[str, list[Entry]]]
 
 
 class Action(StrEnum):
-    RESTORED = "restored"  # the original bytes and mode are back
-    DELETED = "deleted"  # it did not exist before login
-    REMOVED_ENTRIES = "removed-entries"  # changed since: only our entry was taken out
-    LEFT = "left"  # changed since, our entry too (or unknown): not touched
+    RESTORED = "restored"  # as it was before login (the original bytes and mode are back)
+    DELETED = "deleted"  # it did not exist before login: removed
+    REMOVED_ENTRIES = "removed-entries"  # changed since: only our entries were taken out
+    LEFT = "left"  # nothing of ours left in it (or only entries the user made theirs)
     MISSING = "missing"  # deleted since: nothing to undo
     FAILED = "failed"  # could not be restored; still in the ledger
 
@@ -61,12 +66,41 @@ class RestoreIncomplete(FilesError):
         self.outcomes = outcomes
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
+@dataclass
+class FileRecord:
+    """What the ledger knows about one file."""
 
+    existed: bool  # the file existed before the first login
+    mode_before: int | None  # its mode then (or the mode the user gave it since)
+    mode: int = DEFAULT_MODE  # the mode of our last write
+    sha256: str = ""  # of our last write
+    created_dirs: list[str] = field(default_factory=list)  # made for it, outermost first
+    entries: list[Entry] = field(default_factory=list)  # ours, in the order first written
 
-def _unb64(data: object) -> bytes | None:
-    return None if data is None else base64.b64decode(str(data), validate=True)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "existed": self.existed,
+            "mode_before": self.mode_before,
+            "mode": self.mode,
+            "sha256": self.sha256,
+            "created_dirs": self.created_dirs,
+            "entries": [entry.to_json() for entry in self.entries],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> FileRecord:
+        if not isinstance(data, dict) or set(data) != set(cls.__dataclass_fields__):
+            raise ValueError("not a file record")
+        record = cls(**{**data, "entries": [Entry.from_json(e) for e in data["entries"]]})
+        if (
+            not isinstance(record.existed, bool)
+            or not isinstance(record.mode_before, int | None)
+            or not isinstance(record.mode, int)
+            or not isinstance(record.sha256, str)
+            or not all(isinstance(path, str) for path in record.created_dirs)
+        ):
+            raise ValueError("not a file record")
+        return record
 
 
 def _read(path: Path) -> tuple[bytes | None, int | None]:
@@ -125,13 +159,8 @@ def _files_error(path: Path, error: OSError, doing: str) -> FilesError:
 
 
 class Ledger:
-    """The record of the files ``login`` wrote, in a JSON file (mode 0600), guarded by an
-    exclusive ``flock`` on ``<ledger>.lock`` for every read-modify-write.
-
-    Per file (keyed by its resolved absolute path): ``before`` (base64 of the bytes before the
-    first write, null when it did not exist), ``mode_before``, ``sha256`` and ``mode`` of our
-    last write, ``owned`` (our entry: kind, name, sha256) and ``created_dirs``.
-    """
+    """The record of the entries ``login`` wrote, in a JSON file (mode 0600), guarded by an
+    exclusive ``flock`` on ``<ledger>.lock`` for every read-modify-write."""
 
     def __init__(self, path: Path, *, home: Path | None = None) -> None:
         self.path = path
@@ -140,25 +169,27 @@ class Ledger:
 
     # --- reading --------------------------------------------------------------------------
 
-    def records(self) -> dict[str, dict[str, Any]]:
+    def records(self) -> dict[str, FileRecord]:
         """The ledger's records by path ({} when there is no ledger)."""
         data, _ = _read(self.path)
         if data is None:
             return {}
         try:
             document = json.loads(data)
-            files = document["files"]
-            if document.get("version") != LEDGER_VERSION or not isinstance(files, dict):
+            if not isinstance(document, dict) or not isinstance(document.get("files"), dict):
                 raise ValueError("unknown layout")
-            for record in files.values():
-                _unb64(record["before"])
-                str(record["sha256"])
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as error:
+            if document.get("version") != LEDGER_VERSION:
+                raise ValueError(f"layout version {document.get('version')!r}")
+            return {
+                str(path): FileRecord.from_json(record)
+                for path, record in document["files"].items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise FilesError(
-                f"the ledger {self.path} is damaged ({type(error).__name__}); it records what "
-                "logout restores: repair it, or delete it to forget those files"
+                f"the ledger {self.path} is damaged or from another cabroker version "
+                f"({type(error).__name__}: {error}); it records what logout restores: repair "
+                "it, or delete it to forget those files"
             ) from None
-        return files
 
     def paths(self) -> list[Path]:
         """The files ``logout`` would restore."""
@@ -166,83 +197,41 @@ class Ledger:
 
     # --- writing --------------------------------------------------------------------------
 
-    def apply(
-        self,
-        path: Path,
-        new_bytes: bytes,
-        mode: int | None = DEFAULT_MODE,
-        *,
-        owned: Owned | None = None,
-    ) -> Path:
-        """Write ``new_bytes`` to ``path`` atomically (``mode``; None keeps the file's mode,
-        0600 for a new file) and record it; returns the resolved path written."""
-        return self.edit(path, lambda _: new_bytes, mode, owned=owned)
-
-    def edit(
-        self,
-        path: Path,
-        change: Callable[[bytes | None], bytes],
-        mode: int | None = DEFAULT_MODE,
-        *,
-        owned: Owned | None = None,
-    ) -> Path:
-        """Like :meth:`apply`, with the new bytes computed from the current ones (``None``:
-        no such file) while the ledger is locked, so concurrent logins do not lose edits."""
+    def write(self, path: Path, put: Put, mode: int | None = DEFAULT_MODE) -> Path:
+        """Write our entries into ``path`` atomically and record them: ``put`` maps the file's
+        current text to the new text and the entries it wrote, called while the ledger is
+        locked, so concurrent logins do not lose edits. ``mode`` None keeps the file's mode
+        (0600 for a new file). Returns the resolved path written."""
         target = self._target(path)
         with self._locked():
             records = self.records()
             current, current_mode = _read(target)
-            new_bytes = change(current)
             record = records.get(str(target))
-            if record is None:
-                record = {"before": _b64(current), "mode_before": current_mode}
-            elif current is None or _sha256(current) != record["sha256"]:
-                # Changed since our last write: that change is the user's, keep it in "before".
-                record.update(self._rebase(record, current, current_mode, owned))
+            if record is None or current is None:  # new, or deleted since: start afresh
+                dirs = record.created_dirs if record is not None else []
+                record = FileRecord(current is not None, current_mode, created_dirs=dirs)
+            elif current_mode != record.mode:  # the user changed the mode since: theirs
+                record.mode_before = current_mode
+            new_text, written = put(decode(current))
+            new_bytes = encode(new_text)
             final_mode = mode if mode is not None else (current_mode or DEFAULT_MODE)
             try:
                 created = _make_parents(target.parent)
                 _write_atomic(target, new_bytes, final_mode)
             except OSError as error:
                 raise _files_error(target, error, "write") from None
-            record["created_dirs"] = [*record.get("created_dirs", []), *created]
-            record["sha256"] = _sha256(new_bytes)
-            record["mode"] = final_mode
-            if owned is not None:
-                entry = owned.entry(_text(new_bytes))
-                record["owned"] = {
-                    "kind": owned.kind,
-                    "name": owned.name,
-                    "sha256": None if entry is None else _sha256(entry),
-                }
+            record.created_dirs = [*record.created_dirs, *created]
+            record.entries = _merge(record.entries, written)
+            record.sha256 = sha256(new_bytes)
+            record.mode = final_mode
             records[str(target)] = record
             self._save(records)
         return target
 
-    def _rebase(
-        self,
-        record: dict[str, Any],
-        current: bytes | None,
-        current_mode: int | None,
-        owned: Owned | None,
-    ) -> dict[str, Any]:
-        if current is None:
-            return {"before": None, "mode_before": None}
-        kept = _owned(record) or owned
-        if kept is None:
-            return {}  # no way to tell ours from theirs: the original "before" stays
-        reverted = kept.revert(current, _unb64(record["before"]), None)
-        if record["before"] is None and reverted is not None and not reverted.strip():
-            reverted = None  # nothing of the user's in it: it still did not exist "before"
-        mode_before = record["mode_before"]
-        if current_mode != record.get("mode"):
-            mode_before = current_mode
-        return {"before": _b64(reverted), "mode_before": mode_before}
-
     # --- restoring ------------------------------------------------------------------------
 
     def restore(self) -> list[Outcome]:
-        """Undo every recorded write (see the module doc), then clear the ledger.
+        """Take every recorded entry out (see the module doc), then forget those files.
 
         Raises :class:`RestoreIncomplete` (with every outcome) when a file could not be
         restored; those records stay in the ledger.
@@ -250,7 +239,7 @@ class Ledger:
         outcomes: list[Outcome] = []
         with self._locked():
             records = self.records()
-            remaining: dict[str, dict[str, Any]] = {}
+            remaining: dict[str, FileRecord] = {}
             for key, record in records.items():
                 path = Path(key)
                 try:
@@ -269,37 +258,35 @@ class Ledger:
             )
         return outcomes
 
-    def _restore_one(self, path: Path, record: dict[str, Any]) -> Outcome:
+    def _restore_one(self, path: Path, record: FileRecord) -> Outcome:
         current, current_mode = _read(path)
-        before = _unb64(record["before"])
-        mode_before = record.get("mode_before")
-        if current is not None and _sha256(current) == record["sha256"]:
-            if before is None:
-                path.unlink()
-                _remove_dirs(record.get("created_dirs", []))
-                return Outcome(path, Action.DELETED, "removed (it did not exist before login)")
-            _write_atomic(path, before, mode_before if mode_before is not None else DEFAULT_MODE)
-            return Outcome(path, Action.RESTORED, "restored as it was before login")
         if current is None:
             return Outcome(path, Action.MISSING, "no longer exists: nothing to undo")
-        owned = _owned(record)
-        reverted = None if owned is None else owned.revert(current, before, _owned_sha(record))
-        if reverted is None:
-            return Outcome(
-                path, Action.LEFT, "changed since login, cabroker's entry too: left as it is"
-            )
-        if reverted == current:
-            return Outcome(path, Action.LEFT, "changed since login, no cabroker entry left in it")
-        if before is None and not reverted.strip():
+        text = decode(current)
+        left: set[str] = set()
+        done: list[tuple[Entry, Status]] = []
+        for entry in reversed(record.entries):  # last written first: each undoes its own write
+            text, status = take_out(text, entry, left=frozenset(left))
+            if status is Status.LEFT and entry.kind == PYPIRC_SECTION:
+                left.add(entry.name)
+            done.append((entry, status))
+        notes = _notes(done)
+        if encode(text) == current:
+            return Outcome(path, Action.LEFT, "no cabroker entry left in it: left as it is" + notes)
+        if not record.existed and not text.strip():
             path.unlink()
-            _remove_dirs(record.get("created_dirs", []))
-            return Outcome(path, Action.DELETED, "removed (only cabroker's entry was left)")
+            _remove_dirs(record.created_dirs)
+            return Outcome(path, Action.DELETED, "removed (it did not exist before login)" + notes)
         mode = current_mode if current_mode is not None else DEFAULT_MODE
-        if mode_before is not None and current_mode == record.get("mode"):
-            mode = mode_before
-        _write_atomic(path, reverted, mode)
+        if record.mode_before is not None and current_mode == record.mode:
+            mode = record.mode_before
+        _write_atomic(path, encode(text), mode)
+        if sha256(current) == record.sha256:
+            return Outcome(path, Action.RESTORED, "restored as it was before login" + notes)
         return Outcome(
-            path, Action.REMOVED_ENTRIES, "changed since login: removed only cabroker's entry"
+            path,
+            Action.REMOVED_ENTRIES,
+            "changed since login: removed only cabroker's entries" + notes,
         )
 
     # --- the ledger file itself -----------------------------------------------------------
@@ -322,26 +309,51 @@ class Ledger:
         finally:
             os.close(fd)  # releases the lock
 
-    def _save(self, records: dict[str, dict[str, Any]]) -> None:
+    def _save(self, records: dict[str, FileRecord]) -> None:
         try:
             if not records:
                 self.path.unlink(missing_ok=True)
                 return
-            document = {"version": LEDGER_VERSION, "files": records}
+            files = {path: record.to_json() for path, record in records.items()}
+            document = {"version": LEDGER_VERSION, "files": files}
             data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
             _write_atomic(self.path, data, DEFAULT_MODE)
         except OSError as error:
             raise _files_error(self.path, error, "write the ledger") from None
 
 
-def _owned(record: Mapping[str, Any]) -> Owned | None:
-    owned = record.get("owned")
-    return Owned(str(owned["kind"]), str(owned["name"])) if owned else None
+def _merge(known: list[Entry], written: list[Entry]) -> list[Entry]:
+    """The file's entries after a login wrote ``written`` (each with the raw text it replaced):
+    an entry already ours keeps what it first replaced; the user's edit of our entry becomes
+    what logout puts back, unless it still holds a CodeArtifact credential."""
+    result = list(known)
+    for new in written:
+        index = next((i for i, old in enumerate(result) if old.key == new.key), None)
+        if index is None or new.replaced is None:  # new, or ours was gone: a fresh entry
+            if index is not None:
+                del result[index]
+            result.append(keeping(new, new.replaced))
+            continue
+        old = result[index]
+        if sha256(new.replaced) == old.sha256 or holds_credential(old.kind, new.replaced, old.user):
+            result[index] = replace(old, sha256=new.sha256)  # still ours
+        else:
+            result[index] = replace(keeping(old, new.replaced), sha256=new.sha256)
+    return result
 
 
-def _owned_sha(record: Mapping[str, Any]) -> str | None:
-    owned = record.get("owned")
-    return str(owned["sha256"]) if owned and owned.get("sha256") else None
+def _notes(done: list[tuple[Entry, Status]]) -> str:
+    notes = ""
+    if any(entry.dropped and status is not Status.LEFT for entry, status in done):
+        notes += "; an older CodeArtifact token that login replaced was not put back"
+    left = [entry for entry, status in done if status is Status.LEFT]
+    if left:
+        names = ", ".join(f"{entry.kind} {entry.name}".strip() for entry in left)
+        notes += (
+            f"; left what you changed in cabroker's entries ({names}): they hold no "
+            "CodeArtifact credential"
+        )
+    return notes
 
 
 def _remove_dirs(directories: list[str]) -> None:

@@ -111,3 +111,22 @@ def machine_text(text: str, host: str) -> str | None:
     """The text of the first ``machine host`` entry (None when there is none)."""
     mine = [e for e in entries(text) if e.kind == "machine" and e.name == host]
     return text[mine[0].start : mine[0].end] if mine else None
+
+
+def entry_texts(text: str) -> list[str]:
+    """The text of each ``machine`` entry."""
+    return [text[e.start : e.end] for e in entries(text) if e.kind == "machine"]
+
+
+def fields(text: str) -> list[dict[str, str]]:
+    """Each ``machine`` entry's tokens after its name (``login``, ``password``, ...)."""
+    found = []
+    for entry in entries(text):
+        if entry.kind != "machine":
+            continue
+        tokens, pos = [], entry.start
+        while (token := _token(text, pos)) is not None and token[1] < entry.end:
+            tokens.append(token[0])
+            pos = token[2]
+        found.append(dict(zip(tokens[2::2], tokens[3::2], strict=False)))
+    return found
