@@ -130,4 +130,11 @@ MUTANTS: list[Mutant] = [
         'raise ValueError(f"the broker\'s answer has an unusable {what or name!r}: {value!r}")',
         (CONFIG,),
     ),
+    mutant(
+        "client: /v1/config's issuer names are not checked",
+        "client/src/cabroker/broker.py",
+        '_valid(i, "name", _ISSUER_NAME, what="issuers.name"),',
+        'str(i["name"]),',
+        (CONFIG,),
+    ),
 ]

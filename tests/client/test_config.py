@@ -266,11 +266,6 @@ def test_an_unreadable_config_file(env: dict[str, str], text: str) -> None:
         read_config(env)
 
 
-@pytest.mark.xfail(
-    reason="check_broker_url lets an empty query or fragment ('?', '#') through: the path the "
-    "client appends then becomes the query or fragment (refuse '?' and '#' anywhere)",
-    strict=True,
-)
 @pytest.mark.parametrize("url", ["https://broker.example.com?", "https://broker.example.com/p#"])
 def test_an_empty_query_or_fragment_is_refused(url: str) -> None:
     with pytest.raises(UsageError, match=QUERY):
@@ -433,11 +428,6 @@ def test_save_broker_url_round_trips_through_toml(env: dict[str, str]) -> None:
     )
 
 
-@pytest.mark.xfail(
-    reason="save_broker_url writes a character beyond U+FFFF as a JSON surrogate pair, which "
-    "TOML refuses: json.dumps(value, ensure_ascii=False) would write it as UTF-8",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("url", "audience"),
     [("https://broker.example.com/\U0001f680", "aud"), (BROKER, "aud-\U0001f680")],
@@ -774,3 +764,49 @@ def test_login_with_a_bad_grant_exits_4_and_caches_nothing(
     bad_broker.grant = answer()
     assert cli.main([*argv, "--non-interactive"]) == 0
     shows_no_token(capsys.readouterr().out)
+
+
+# --- /v1/config: what it says is printed and requested, so it is checked too ---------------
+
+GOOD_ISSUER = {
+    "name": "corp",
+    "url": "https://login.example",
+    "audience": "cli",
+    "client_id": "cli",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("name", "corp\x1b[2J", id="an escape sequence in the name"),
+        pytest.param("name", "Corp Login", id="a name the broker never gives"),
+        pytest.param("url", "https://login.example/\nx", id="a line break in the URL"),
+        pytest.param("audience", "a b", id="a space in the audience"),
+        pytest.param("client_id", "cli\x07", id="a bell in the client id"),
+        pytest.param("audience", 7, id="an audience that is not a string"),
+    ],
+)
+def test_a_config_issuer_that_could_drive_the_terminal_is_refused(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: object
+) -> None:
+    from cabroker.broker import BrokerConfig
+
+    body = {"issuers": [{**GOOD_ISSUER, field: value}]}
+    with pytest.raises(ValueError, match=f"issuers.{field}"):
+        BrokerConfig.from_json(body)
+    monkeypatch.setattr(BrokerClient, "_call", lambda self, method, path, **kw: body)
+    with pytest.raises(BrokerUnavailable, match="config that cannot be used") as refused:
+        BrokerClient("https://broker.example.com").config()
+    assert refused.value.exit_code == 4
+    assert str(value) not in refused.value.message
+
+
+def test_a_normal_config_is_accepted() -> None:
+    from cabroker.broker import BrokerConfig
+
+    config = BrokerConfig.from_json(
+        {"issuers": [GOOD_ISSUER, {**GOOD_ISSUER, "name": "gh-1", "client_id": None}]}
+    )
+    assert [issuer.name for issuer in config.issuers] == ["corp", "gh-1"]
+    assert config.issuers[1].client_id is None

@@ -802,7 +802,12 @@ def test_an_unreadable_file(client: Client, tmp_path: Path, name: str, reason: s
         ),
         pytest.param("file", "the file {path}", "write a fresh one to {path}", id="file"),
         pytest.param("env", "CABROKER_ID_TOKEN", "set CABROKER_ID_TOKEN to a fresh one", id="env"),
-        pytest.param("device", "the login to corp", "run the command again", id="device"),
+        pytest.param(
+            "device",
+            "the login to corp",
+            "run the command again (and check this machine's clock)",
+            id="device",
+        ),
     ],
 )
 def test_an_expired_token_is_refused(
@@ -1366,13 +1371,9 @@ def test_a_cached_grant_needs_no_network(
     assert (grant.token, grant.expires_at, calls) == (cached.token, cached.expires_at, [])
 
 
-# ------------------------------------------- found by these tests: fixes proposed (xfail)
+# ------------------------------------------- found by these tests (and fixed)
 
 
-@pytest.mark.xfail(
-    reason="identity.login_issuer prints /v1/config's issuer name unfiltered: needs _clean()",
-    strict=True,
-)
 def test_a_device_issuer_name_cannot_drive_the_terminal(
     client: Client, corp: LocalIssuer, device_requests: list[str]
 ) -> None:
@@ -1383,10 +1384,6 @@ def test_a_device_issuer_name_cannot_drive_the_terminal(
     assert message.isprintable()
 
 
-@pytest.mark.xfail(
-    reason="identity.login_issuer suggests an unquoted shell command: needs shlex.quote()",
-    strict=True,
-)
 def test_the_suggested_pin_command_is_one_shell_word_per_argument(
     client: Client, corp: LocalIssuer
 ) -> None:

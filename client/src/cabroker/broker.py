@@ -45,10 +45,23 @@ class BrokerConfig:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> BrokerConfig:
+        """The config in ``body``; ValueError (naming the field) when an issuer is not what a
+        broker sends: its name, URL, audience and client id end up in messages and requests,
+        so none may carry white space or control characters, and names are the broker's."""
+        issuers = body.get("issuers", [])
+        if not isinstance(issuers, list) or not all(isinstance(i, dict) for i in issuers):
+            raise ValueError("the broker's config has unusable 'issuers'")
         return cls(
             issuers=tuple(
-                Issuer(i["name"], i["url"], i["audience"], i.get("client_id"))
-                for i in body.get("issuers", [])
+                Issuer(
+                    _valid(i, "name", _ISSUER_NAME, what="issuers.name"),
+                    _valid(i, "url", _WORD, what="issuers.url"),
+                    _valid(i, "audience", _WORD, what="issuers.audience"),
+                    _valid(i, "client_id", _WORD, what="issuers.client_id")
+                    if i.get("client_id") is not None
+                    else None,
+                )
+                for i in issuers
             ),
             repositories=tuple(body.get("repositories", [])),
             domain=str(body.get("domain", "")),
@@ -122,6 +135,8 @@ _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{5,20}(Z|[+-][0-9]{2}:[0-
 _NAME = re.compile(r"[A-Za-z0-9._-]{0,255}")
 _ACCESS = re.compile(r"read|publish")
 _PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]!-]{1,255}")
+_ISSUER_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")  # the broker's own rule for issuer names
+_WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
 
 
 def _valid(
@@ -218,7 +233,14 @@ class BrokerClient:
         raise BrokerRefused(f"the broker refused ({status}): {detail}", status, problem)
 
     def config(self) -> BrokerConfig:
-        return BrokerConfig.from_json(self._call("GET", "/v1/config"))
+        try:
+            return BrokerConfig.from_json(self._call("GET", "/v1/config"))
+        except (KeyError, TypeError, ValueError) as error:
+            reason = str(error) if isinstance(error, ValueError) else "a field is missing"
+            raise BrokerUnavailable(
+                f"the broker at {self.url} answered a config that cannot be used ({reason}); "
+                "is the URL right? Tell the broker's operators"
+            ) from None
 
     def token(self, id_token: str, request: TokenRequest | None = None) -> Grant:
         body = (request or TokenRequest()).body()

@@ -140,8 +140,9 @@ class CacheKey:
 
     ``repository`` and ``access`` None leave the choice to the broker (its default).
     ``identity`` is the binding of the ID token's claims (``cabroker.identity.binding``), and
-    ``source`` (not compared: one identity, one grant per request) where it last came from (``file:<path>``, ``env``, ``device:<issuer>`` or the CI's
-    name), so the keyring backend can find the same identity again.  ``broker_url`` loses
+    ``source`` (not compared: one identity, one grant per request) where it last came from
+    (``file:<path>``, ``env``, ``device:<issuer>`` or the CI's name), so the keyring backend
+    can find the same identity again.  ``broker_url`` loses
     trailing slashes and ``packages`` is sorted without duplicates, so the same request is one
     key however it was spelled.  ``str(key)`` is its stable string form, read back by
     :meth:`parse`.

@@ -103,7 +103,7 @@ def check_broker_url(url: str, where: str) -> str:
     why = unsafe_url(url)
     if why is None:
         parts = urlsplit(url)
-        if parts.query or parts.fragment:
+        if parts.query or parts.fragment or "?" in url or "#" in url:
             why = "it has a query or fragment"
     if why is not None:
         raise UsageError(
@@ -183,7 +183,7 @@ def audiences(
     pinned: list[str] = []
     if flag:
         pinned = [check_audience(value, "--audience") for value in flag]
-    elif env.get(AUDIENCE_ENV, "").strip():
+    elif any(value.strip() for value in env.get(AUDIENCE_ENV, "").split(",")):
         pinned = [
             check_audience(value, AUDIENCE_ENV)
             for value in env[AUDIENCE_ENV].split(",")
@@ -210,9 +210,11 @@ def save_broker_url(
     pinned = [check_audience(value, "--audience") for value in audience]
     path = config_file(env)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # JSON strings are valid TOML basic strings for everything check_* lets through.
-    text = f"broker_url = {json.dumps(url)}\n"
+    # JSON strings (not ASCII-escaped: TOML has no surrogate pairs) are valid TOML basic
+    # strings for everything check_* lets through.
+    text = f"broker_url = {json.dumps(url, ensure_ascii=False)}\n"
     if pinned:
-        text += f"audiences = [{', '.join(json.dumps(value) for value in pinned)}]\n"
+        values = ", ".join(json.dumps(value, ensure_ascii=False) for value in pinned)
+        text += f"audiences = [{values}]\n"
     path.write_text(text, encoding="utf-8")
     return path

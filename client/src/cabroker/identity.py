@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -339,18 +340,18 @@ class Sources:
         from . import device
 
         chosen = device.choose_issuer(self.config(), self.issuer_name)
+        name = _clean(chosen.name)
         if chosen.audience not in self.audiences.accepted:
+            audience = _clean(chosen.audience)
             raise IdentityError(
-                f"the broker's interactive login ({chosen.name}, {_clean(chosen.url)}) issues ID "
-                f"tokens for audience {_clean(chosen.audience)!r}, which is not pinned for this "
-                f"broker; if your admins publish that audience, pin it once: cabroker configure "
-                f"{self.audiences.broker_url} --audience {_clean(chosen.audience)}"
+                f"the broker's interactive login ({name}, {_clean(chosen.url)}) issues ID "
+                f"tokens for audience {audience!r}, which is not pinned for this broker; if "
+                f"your admins publish that audience, pin it once: cabroker configure "
+                f"{shlex.quote(self.audiences.broker_url)} --audience {shlex.quote(audience)}"
             )
         why = unsafe_url(chosen.url)
         if why is not None:
-            raise IdentityError(
-                f"the broker's interactive login issuer {chosen.name} is refused: {why}"
-            )
+            raise IdentityError(f"the broker's interactive login issuer {name} is refused: {why}")
         return chosen
 
     def login(
@@ -367,7 +368,9 @@ class Sources:
             chosen, out=out, open_browser=open_browser, http=http, sleep=sleep, clock=self.clock
         )
         where = f"the login to {chosen.name}"
-        found = self._check(token, where, "device", "run the command again")
+        found = self._check(
+            token, where, "device", "run the command again (and check this machine's clock)"
+        )
         if found.iss != chosen.url:
             raise IdentityError(
                 f"{where} returned an ID token issued by {_clean(found.iss)}, not {chosen.url}"
