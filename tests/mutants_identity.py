@@ -98,7 +98,7 @@ MUTANTS: list[Mutant] = [
     mutant(
         "client: a broker URL with a query or fragment",
         CLIENT_CONFIG,
-        "        if parts.query or parts.fragment:",
+        '        if parts.query or parts.fragment or "?" in url or "#" in url:',
         "        if False:",
         (CONFIG,),
     ),
