@@ -454,54 +454,17 @@ def test_ledger_is_private_and_holds_no_token(home: Path, ledger: Ledger) -> Non
     assert [(e["kind"], e["name"]) for e in record["entries"]] == [("netrc-machine", HOST)]
 
 
-def test_symlinked_dotfile_is_written_through(home: Path, ledger: Ledger, tmp_path: Path) -> None:
-    dotfiles = tmp_path / "dotfiles"
-    dotfiles.mkdir()
-    (dotfiles / "netrc").write_bytes(b"machine a login x password y\n")
-    (home / ".netrc").symlink_to(dotfiles / "netrc")
-    files.write_netrc(ledger, GRANT, home / ".netrc")
-    assert (home / ".netrc").is_symlink()
-    ledger.restore()
-    assert (home / ".netrc").is_symlink()
-    assert_bytes((dotfiles / "netrc").read_bytes(), b"machine a login x password y\n")
-
-
 # --- errors -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "marker",
-    ["pyproject.toml", "uv.lock", "poetry.lock", "requirements.txt", "requirements-dev.txt"],
-)
-def test_never_writes_inside_a_project(home: Path, ledger: Ledger, marker: str) -> None:
-    project = home / "src" / "app"
-    (project / "sub").mkdir(parents=True)
-    (project / marker).write_text("")
-    for target in (project / "netrc", project / "sub" / "netrc"):
-        with pytest.raises(FilesError, match="a token is never written into a project file"):
-            files.write_docker_secret(ledger, GRANT, target)
-        assert not target.exists()
-    assert ledger.paths() == []
-
-
-def test_project_files_in_home_or_above_do_not_count(tmp_path: Path) -> None:
-    home = tmp_path / "checkout" / "home"
-    home.mkdir(parents=True)
-    (tmp_path / "checkout" / "pyproject.toml").write_text("")
-    (home / "requirements.txt").write_text("")
-    ledger = Ledger(tmp_path / "state" / "ledger.json", home=home)
-    assert files.write_netrc(ledger, GRANT, home / ".netrc") == home / ".netrc"
-    assert files.write_pip_conf(ledger, GRANT, home / ".config" / "pip" / "pip.conf").exists()
 
 
 def test_os_errors_become_files_errors(
     home: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (home / "afile").write_text("")
-    with pytest.raises(FilesError, match=r"cannot read .*afile/netrc \(Not a directory\)"):
+    with pytest.raises(FilesError, match=r"cannot write .*afile/netrc \(Not a directory\)"):
         files.write_netrc(ledger, GRANT, home / "afile" / "netrc")
 
-    def full(source: str, target: str) -> None:
+    def full(source: str, target: str, **dir_fds: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "replace", full)

@@ -63,20 +63,49 @@ def netrc_path(*, environ: Mapping[str, str] = os.environ, platform: str = sys.p
 # --- what the CLI calls -----------------------------------------------------------------------
 
 
-def write_pip_conf(ledger: Ledger, grant: Grant, path: Path | None = None) -> Path:
-    return ledger.write(path or pip_conf_path(), lambda text: put_pip(text, grant))
+def write_pip_conf(
+    ledger: Ledger, grant: Grant, path: Path | None = None, *, allow_project_dir: bool = False
+) -> Path:
+    return ledger.write(
+        path or pip_conf_path(),
+        lambda text: put_pip(text, grant),
+        user_file=True,
+        allow_project_dir=allow_project_dir,
+    )
 
 
 def write_pypirc(
-    ledger: Ledger, grant: Grant, name: str = DEFAULT_NAME, path: Path | None = None
+    ledger: Ledger,
+    grant: Grant,
+    name: str = DEFAULT_NAME,
+    path: Path | None = None,
+    *,
+    allow_project_dir: bool = False,
 ) -> Path:
-    return ledger.write(path or pypirc_path(), lambda text: put_pypirc(text, grant, name))
+    return ledger.write(
+        path or pypirc_path(),
+        lambda text: put_pypirc(text, grant, name),
+        user_file=True,
+        allow_project_dir=allow_project_dir,
+    )
 
 
-def write_netrc(ledger: Ledger, grant: Grant, path: Path | None = None) -> Path:
-    return ledger.write(path or netrc_path(), lambda text: put_netrc(text, grant))
+def write_netrc(
+    ledger: Ledger, grant: Grant, path: Path | None = None, *, allow_project_dir: bool = False
+) -> Path:
+    return ledger.write(
+        path or netrc_path(),
+        lambda text: put_netrc(text, grant),
+        user_file=True,
+        allow_project_dir=allow_project_dir,
+    )
 
 
-def write_docker_secret(ledger: Ledger, grant: Grant, path: Path) -> Path:
-    """A Docker build secret in netrc format (mount it at ``/root/.netrc``)."""
-    return ledger.write(path, lambda text: put_netrc(text, grant))
+def write_docker_secret(
+    ledger: Ledger, grant: Grant, path: Path, *, allow_project_dir: bool = False
+) -> Path:
+    """A Docker build secret in netrc format (mount it at ``/root/.netrc``): never in a build
+    context, a project or a git work tree, unless ``allow_project_dir``."""
+    return ledger.write(
+        path, lambda text: put_netrc(text, grant), allow_project_dir=allow_project_dir
+    )

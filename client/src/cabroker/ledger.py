@@ -7,8 +7,12 @@ written: which entry is ours, what user text it replaced, what we added around i
 :meth:`Ledger.restore` takes them out again, last first: a file nobody changed since comes back
 byte for byte (mode included), a file the user changed keeps their changes, and a file that did
 not exist is deleted when nothing but ours was in it. Then the ledger forgets the file. A file
-the ledger does not name is never touched. Nothing is ever written inside a Python project
-(:mod:`cabroker.placement`).
+the ledger does not name is never touched.
+
+Nothing is written inside a project, a git work tree or a build context unless the user
+overrides it (:mod:`cabroker.placement`), and no read or write, at login or at logout, follows a
+link or happens in a directory others can write (:mod:`cabroker.safeio`): a file whose directory
+is now reached through a link, or that is now a link, is not restored and stays in the ledger.
 
 The ledger never holds a token: entries record hashes and the user's own text only, and a
 CodeArtifact credential that login replaced is not kept (see :mod:`cabroker.entries`).
@@ -19,19 +23,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from . import placement, safeio
 from .entries import PYPIRC_SECTION, Entry, Status, holds_credential, keeping, take_out
 from .errors import FilesError
 from .filetext import decode, encode, sha256
-from .placement import check_not_in_project
 
 LEDGER_VERSION = 2
 DEFAULT_MODE = 0o600
@@ -103,54 +105,6 @@ class FileRecord:
         return record
 
 
-def _read(path: Path) -> tuple[bytes | None, int | None]:
-    """(bytes, permission bits) of ``path``, or (None, None) when it does not exist."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(), stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-    except FileNotFoundError:
-        return None, None
-    except OSError as error:
-        raise FilesError(
-            f"cannot read {path} ({error.strerror}): check its permissions, then try again"
-        ) from None
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, and rename it over ``path``."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    if sys.platform != "win32":
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-def _make_parents(directory: Path) -> list[str]:
-    """Create ``directory`` and missing parents (0700); the ones created, outermost first."""
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        if directory.parent == directory:
-            break
-        directory = directory.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
-    return [str(path) for path in reversed(missing)]
-
-
 def _files_error(path: Path, error: OSError, doing: str) -> FilesError:
     return FilesError(
         f"cannot {doing} {path} ({error.strerror or type(error).__name__}): check the "
@@ -171,7 +125,7 @@ class Ledger:
 
     def records(self) -> dict[str, FileRecord]:
         """The ledger's records by path ({} when there is no ledger)."""
-        data, _ = _read(self.path)
+        data = self._read_ledger()
         if data is None:
             return {}
         try:
@@ -197,30 +151,47 @@ class Ledger:
 
     # --- writing --------------------------------------------------------------------------
 
-    def write(self, path: Path, put: Put, mode: int | None = DEFAULT_MODE) -> Path:
+    def write(
+        self,
+        path: Path,
+        put: Put,
+        mode: int | None = DEFAULT_MODE,
+        *,
+        user_file: bool = False,
+        allow_project_dir: bool = False,
+    ) -> Path:
         """Write our entries into ``path`` atomically and record them: ``put`` maps the file's
         current text to the new text and the entries it wrote, called while the ledger is
         locked, so concurrent logins do not lose edits. ``mode`` None keeps the file's mode
-        (0600 for a new file). Returns the resolved path written."""
-        target = self._target(path)
+        (0600 for a new file). Refused in a project, git work tree or build context unless
+        ``allow_project_dir`` (``user_file``: one of the user's own files, see
+        :mod:`cabroker.placement`), through a link, or in a directory others can write
+        (:mod:`cabroker.safeio`). Returns the resolved path written."""
+        try:
+            if not allow_project_dir:
+                placement.check(path, home=self.home, user_file=user_file)
+        except OSError as error:
+            raise _files_error(path, error, "write") from None
+        name = Path(os.path.abspath(path)).name
         with self._locked():
             records = self.records()
-            current, current_mode = _read(target)
-            record = records.get(str(target))
-            if record is None or current is None:  # new, or deleted since: start afresh
-                dirs = record.created_dirs if record is not None else []
-                record = FileRecord(current is not None, current_mode, created_dirs=dirs)
-            elif current_mode != record.mode:  # the user changed the mode since: theirs
-                record.mode_before = current_mode
-            new_text, written = put(decode(current))
-            new_bytes = encode(new_text)
-            final_mode = mode if mode is not None else (current_mode or DEFAULT_MODE)
             try:
-                created = _make_parents(target.parent)
-                _write_atomic(target, new_bytes, final_mode)
+                with safeio.opened(path.parent, create=True, doing="write", shown=path) as where:
+                    target = where.path / name
+                    current, current_mode = where.read(name)
+                    record = records.get(str(target))
+                    if record is None or current is None:  # new, or deleted since: afresh
+                        dirs = record.created_dirs if record is not None else []
+                        record = FileRecord(current is not None, current_mode, created_dirs=dirs)
+                    elif current_mode != record.mode:  # the user changed the mode since
+                        record.mode_before = current_mode
+                    new_text, written = put(decode(current))
+                    new_bytes = encode(new_text)
+                    final_mode = mode if mode is not None else (current_mode or DEFAULT_MODE)
+                    where.write(name, new_bytes, final_mode)
             except OSError as error:
-                raise _files_error(target, error, "write") from None
-            record.created_dirs = [*record.created_dirs, *created]
+                raise _files_error(path, error, "write") from None
+            record.created_dirs = [*record.created_dirs, *map(str, where.created)]
             record.entries = _merge(record.entries, written)
             record.sha256 = sha256(new_bytes)
             record.mode = final_mode
@@ -252,14 +223,30 @@ class Ledger:
         failed = [outcome for outcome in outcomes if outcome.action is Action.FAILED]
         if failed:
             raise RestoreIncomplete(
-                f"could not restore {', '.join(str(o.path) for o in failed)}: fix the "
-                "permissions, then run logout again",
+                "could not restore "
+                + "; ".join(f"{o.path} ({o.detail.removeprefix('not restored: ')})" for o in failed)
+                + ": fix that, then run logout again (the ledger still names it)",
                 outcomes,
             )
         return outcomes
 
     def _restore_one(self, path: Path, record: FileRecord) -> Outcome:
-        current, current_mode = _read(path)
+        try:
+            where = safeio.open_directory(path.parent, create=False, doing="restore", shown=path)
+        except FileNotFoundError:
+            return Outcome(path, Action.MISSING, "no longer exists: nothing to undo")
+        try:
+            if where.path != path.parent:
+                raise FilesError(
+                    f"refusing to restore {path}: its directory is now reached through a "
+                    f"symbolic link (to {where.path}); put the real directory back"
+                )
+            return self._restore_in(where, path, record)
+        finally:
+            where.close()
+
+    def _restore_in(self, where: safeio.Directory, path: Path, record: FileRecord) -> Outcome:
+        current, current_mode = where.read(path.name)
         if current is None:
             return Outcome(path, Action.MISSING, "no longer exists: nothing to undo")
         text = decode(current)
@@ -274,13 +261,13 @@ class Ledger:
         if encode(text) == current:
             return Outcome(path, Action.LEFT, "no cabroker entry left in it: left as it is" + notes)
         if not record.existed and not text.strip():
-            path.unlink()
+            where.unlink(path.name)
             _remove_dirs(record.created_dirs)
             return Outcome(path, Action.DELETED, "removed (it did not exist before login)" + notes)
         mode = current_mode if current_mode is not None else DEFAULT_MODE
         if record.mode_before is not None and current_mode == record.mode:
             mode = record.mode_before
-        _write_atomic(path, encode(text), mode)
+        where.write(path.name, encode(text), mode)
         if sha256(current) == record.sha256:
             return Outcome(path, Action.RESTORED, "restored as it was before login" + notes)
         return Outcome(
@@ -291,16 +278,28 @@ class Ledger:
 
     # --- the ledger file itself -----------------------------------------------------------
 
-    def _target(self, path: Path) -> Path:
-        target = Path(os.path.abspath(path)).resolve()
-        check_not_in_project(target, self.home)
-        return target
+    def _read_ledger(self) -> bytes | None:
+        try:
+            with safeio.opened(
+                self.path.parent, create=False, doing="read the ledger", shown=self.path
+            ) as where:
+                return where.read(self.path.name)[0]
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise _files_error(self.path, error, "read the ledger") from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            with safeio.opened(
+                self.path.parent, create=True, doing="write the ledger", shown=self.path
+            ) as where:
+                flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                if where.fd is not None:
+                    fd = os.open(self.lock_path.name, flags, 0o600, dir_fd=where.fd)
+                else:
+                    fd = os.open(self.lock_path, flags, 0o600)
         except OSError as error:
             raise _files_error(self.lock_path, error, "create") from None
         try:
@@ -311,13 +310,17 @@ class Ledger:
 
     def _save(self, records: dict[str, FileRecord]) -> None:
         try:
-            if not records:
-                self.path.unlink(missing_ok=True)
-                return
-            files = {path: record.to_json() for path, record in records.items()}
-            document = {"version": LEDGER_VERSION, "files": files}
-            data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
-            _write_atomic(self.path, data, DEFAULT_MODE)
+            with safeio.opened(
+                self.path.parent, create=True, doing="write the ledger", shown=self.path
+            ) as where:
+                if not records:
+                    if where.read(self.path.name)[0] is not None:
+                        where.unlink(self.path.name)
+                    return
+                files = {path: record.to_json() for path, record in records.items()}
+                document = {"version": LEDGER_VERSION, "files": files}
+                data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+                where.write(self.path.name, data, DEFAULT_MODE)
         except OSError as error:
             raise _files_error(self.path, error, "write the ledger") from None
 

@@ -13,18 +13,27 @@ TARGETS = ("pip", "pypirc", "netrc", "docker-secret")
 
 
 def write_outputs(
-    grant: Grant, chosen: Mapping[str, object], *, name: str, ledger: Path
+    grant: Grant,
+    chosen: Mapping[str, object],
+    *,
+    name: str,
+    ledger: Path,
+    allow_project_dir: bool = False,
 ) -> list[Path]:
-    """Write each chosen target (``docker-secret`` maps to its path); return the paths."""
+    """Write each chosen target (``docker-secret`` maps to its path); return the paths.
+    ``allow_project_dir`` lets them land in a project, git work tree or build context."""
     book = Ledger(ledger)
+    allow = allow_project_dir
     written: list[Path] = []
     if chosen.get("pip"):
-        written.append(write_pip_conf(book, grant))
+        written.append(write_pip_conf(book, grant, allow_project_dir=allow))
     if chosen.get("pypirc"):
-        written.append(write_pypirc(book, grant, name))
+        written.append(write_pypirc(book, grant, name, allow_project_dir=allow))
     if chosen.get("netrc"):
-        written.append(write_netrc(book, grant))
+        written.append(write_netrc(book, grant, allow_project_dir=allow))
     secret = chosen.get("docker-secret")
     if isinstance(secret, Path):
-        written.append(write_docker_secret(book, grant, secret.expanduser().resolve()))
+        written.append(
+            write_docker_secret(book, grant, secret.expanduser(), allow_project_dir=allow)
+        )
     return written

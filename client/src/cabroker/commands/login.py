@@ -2,9 +2,12 @@
 
 By default the token is cached (keyring, or a 0600 file in your cache directory) and nothing
 else is written; in GitHub Actions the job's environment is configured (masked, GITHUB_ENV).
-Opt in to files: --pip (user pip config), --pypirc, --netrc, --docker-secret PATH. The
-keyring backend (pip install 'cabroker[keyring]') serves the cached token to pip, twine and
-uv with no token in any file. 'cabroker logout' undoes exactly what login wrote.
+Opt in to files: --pip (user pip config), --pypirc, --netrc, --docker-secret PATH. They are
+never written inside a git work tree, a Python project or a container build context (nor
+through a symbolic link, nor in a directory others can write); --allow-project-dir lifts the
+first rule only. The keyring backend (pip install 'cabroker[keyring]') serves the cached
+token to pip, twine and uv with no token in any file. 'cabroker logout' undoes exactly what
+login wrote.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="append masked variables to $GITHUB_ENV (the default in GitHub Actions)",
     )
     outputs.add_argument("--name", default="codeartifact", help="index/repository name to use")
+    outputs.add_argument(
+        "--allow-project-dir",
+        action="store_true",
+        help="write the files even inside a git work tree, a Python project or a container "
+        "build context (refused by default: a token there can be committed, packaged or "
+        "copied into an image); links and directories others can write stay refused",
+    )
     parser.set_defaults(run=run)
 
 
@@ -95,5 +105,11 @@ def _write_files(args: argparse.Namespace, grant: object) -> list[str]:
     chosen = {name: value for name, value in targets.items() if value}
     if not chosen:
         return []
-    written = write_outputs(grant, chosen, name=args.name, ledger=state_dir() / "ledger.json")
+    written = write_outputs(
+        grant,
+        chosen,
+        name=args.name,
+        ledger=state_dir() / "ledger.json",
+        allow_project_dir=args.allow_project_dir,
+    )
     return [f"wrote {path}" for path in written]
