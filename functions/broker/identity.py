@@ -5,6 +5,16 @@ else is checked by PyJWT with every check switched on explicitly: the signature 
 algorithm pinned to an asymmetric family and to the key's type, ``iss`` exact, ``aud``, ``exp``
 (required), ``nbf`` and ``iat`` with a small leeway, and ``sub`` required.  Headers that try to
 bring their own key (``jwk``, ``jku``, ``x5u``, ``x5c``) or extensions (``crit``) are refused.
+What PyJWT does not check is checked by :mod:`broker.tokenshape`: the ``typ`` header, that
+``exp``/``nbf``/``iat`` are numbers, and ``azp`` when there are several audiences.
+
+Each algorithm verifies only with a key of its own kind, read from the key itself rather than
+from what its JWK declares: RSA of at least 2048 bits for RS*/PS*, EC on P-256, P-384 and P-521
+for ES256, ES384 and ES512.  A key the issuer publishes that no token may be signed with (RSA
+under 2048 bits, or a JWK that gives away its private part) is kept in the cache as refused and
+logged (issuer, kid and reason only) when the JWKS is loaded, so a token signed with it gets
+401 invalid-token saying why, not 503; PyJWT's own minimum key length is enforced as well, so
+its short-key warning can never be emitted.
 
 Issuer keys come from OIDC discovery and the JWKS it names, cached in memory per issuer:
 refreshed after a TTL, at most once per short interval when a token names an unknown ``kid``,
@@ -29,8 +39,9 @@ from urllib.parse import urlsplit
 
 import jwt
 from aws_lambda_powertools import Logger
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import deadline
+from . import deadline, tokenshape
 from .problems import InvalidToken, IssuerUnavailable
 from .rules import LOOPBACK_HOSTS, Issuer, RuleSet
 
@@ -48,6 +59,9 @@ ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
     "ES384": ("EC", "P-384"),
     "ES512": ("EC", "P-521"),
 }
+# The JWK name of each curve an ES algorithm uses, by cryptography's name for it.
+EC_CURVES: Mapping[str, str] = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+MIN_RSA_BITS = 2048  # RFC 7518 §3.3 and §3.5; PyJWT only warns below it by default
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 MAX_DOCUMENT_BYTES = 512 * 1024
@@ -226,7 +240,8 @@ def _jwks_uri_allowed(jwks_uri: str, issuer_url: str) -> bool:
 class _Key:
     jwk: jwt.PyJWK
     declared_alg: str | None  # the JWK's own "alg", when it names one
-    curve: str | None  # the JWK's "crv", for EC keys
+    curve: str | None  # an EC key's curve (JWK name), read from the key; None if not ours
+    weakness: str | None = None  # why no token signed with it is accepted; None if sound
 
 
 @dataclass
@@ -285,10 +300,21 @@ class IssuerKeys:
                 keyset = self._refresh(issuer, state, now, force=True)
                 key = _select(keyset, kid, algorithm)
         if key is None:
+            if kid is not None and kid in keyset.keys:
+                raise InvalidToken(
+                    f"the ID token's algorithm {algorithm} does not fit its signing key "
+                    f"(kid {kid!r}) of {issuer.name}: the key is of another type or curve, or is "
+                    "declared for another algorithm"
+                )
             raise InvalidToken(
                 f"the ID token's signing key (kid {kid!r}) is not among {issuer.name}'s keys"
             )
-        return key
+        if key.weakness is not None:
+            raise InvalidToken(
+                f"the ID token's signing key (kid {kid!r}) of {issuer.name} is refused: "
+                f"{key.weakness}"
+            )
+        return key.jwk
 
     def _state(self, url: str) -> _IssuerState:
         with self._states_lock:
@@ -341,28 +367,51 @@ class IssuerKeys:
         for raw in raw_keys:
             if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
                 continue
-            alg, curve = raw.get("alg"), raw.get("crv")
+            alg = raw.get("alg")
             if alg is not None and (not isinstance(alg, str) or alg not in ALGORITHMS):
                 continue
-            if curve is not None and not isinstance(curve, str):
-                continue
             try:
-                key = _Key(jwt.PyJWK(raw), alg, curve)
+                jwk = jwt.PyJWK(raw)
             except Exception:  # noqa: BLE001, S112 - an unusable key (HMAC, unknown type, garbage)
                 continue  # is skipped, not fatal: the issuer's other keys still serve
             kid = raw.get("kid", "")
-            keys[kid if isinstance(kid, str) else ""] = key
+            kid = kid if isinstance(kid, str) else ""
+            weakness = _weakness(jwk.key)
+            if weakness is not None:
+                # Kept, so that a token signed with it is told why it is refused (401, not 503).
+                logger.warning(
+                    "issuer key refused",
+                    extra={"issuer": issuer.name, "kid": kid[:100], "reason": weakness},
+                )
+            keys[kid] = _Key(jwk, alg, _curve(jwk.key), weakness)
         if not keys:
             raise FetchError(f"{jwks_uri} holds no usable signing key")
         return keys
 
 
-def _select(keyset: _KeySet, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+def _curve(key: object) -> str | None:
+    """The JWK name of an EC key's curve, from the key itself; None for any other key."""
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return EC_CURVES.get(key.curve.name)
+    return None
+
+
+def _weakness(key: object) -> str | None:
+    """Why no token signed with this published key may be accepted, or None.  Says nothing
+    of the key's material."""
+    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return "its JWK gives away the private key, so anyone can sign with it"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"it is an RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required"
+    return None
+
+
+def _select(keyset: _KeySet, kid: str | None, algorithm: str) -> _Key | None:
     if kid is None:
-        candidates = [k.jwk for k in keyset.keys.values() if _fits(k, algorithm)]
+        candidates = [k for k in keyset.keys.values() if _fits(k, algorithm)]
         return candidates[0] if len(candidates) == 1 else None
     key = keyset.keys.get(kid)
-    return key.jwk if key is not None and _fits(key, algorithm) else None
+    return key if key is not None and _fits(key, algorithm) else None
 
 
 def _fits(key: _Key, algorithm: str) -> bool:
@@ -401,6 +450,7 @@ class Verifier:
         smuggled = sorted(FORBIDDEN_HEADERS & header.keys())
         if smuggled:
             raise InvalidToken(f"the ID token's header may not carry {', '.join(smuggled)}")
+        tokenshape.check_type(header)
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidToken("the ID token's kid must be a string")
@@ -408,8 +458,10 @@ class Verifier:
         issuer = rules.issuer_for_url(claimed_issuer) if isinstance(claimed_issuer, str) else None
         if issuer is None:
             raise InvalidToken("the ID token's issuer is not trusted by this broker")
+        tokenshape.check_dates(unverified)  # before PyJWT, which would int() a string or a bool
         key = self._keys.key(issuer, kid, algorithm)
         claims = self._decode(token, key, algorithm, issuer)
+        tokenshape.check_authorized_party(claims, issuer)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("the ID token's sub claim must be a non-empty string")
@@ -438,6 +490,9 @@ class Verifier:
                     "verify_iss": True,
                     "strict_aud": False,
                     "require": REQUIRED_CLAIMS,
+                    # Short keys are refused when the JWKS is loaded; this is the backstop, and
+                    # it makes PyJWT raise rather than warn (a warning would reach the logs).
+                    "enforce_minimum_key_length": True,
                 },
             )
         except jwt.ExpiredSignatureError:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from broker.identity import Identity, IssuerKeys, Verifier
 from broker.problems import TYPE_BASE, InvalidToken, IssuerUnavailable
 from broker.rules import RuleSet, compile_document
+from broker.tokenshape import MAX_NUMERIC_DATE
 from tests.conftest import GITHUB_CLAIMS, Answer, invoke
 from tests.support.events import http_event
 from tests.support.oidc import LocalIssuer, Secret, SigningKey, private_key, public_jwk
@@ -302,9 +303,22 @@ def verify(check: Verifier, token: str) -> Identity | str:
         return refused.slug
 
 
-def claims_are_valid(claims: Json, now: float) -> bool:
-    """The README's checks (iss, aud, exp required, nbf and iat with leeway, sub), as an oracle
-    for tokens that carry a valid signature."""
+def numeric_date(value: Json) -> bool:
+    """A JSON number (not a bool, not a string) from the epoch to 9999-12-31 (NaN is not)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_NUMERIC_DATE
+    )
+
+
+def claims_are_valid(claims: Json, now: float, header: Mapping[str, Json]) -> bool:
+    """The README's checks (iss, aud, exp required, nbf and iat with leeway, sub), and
+    broker.tokenshape's (typ JWT or none; exp, nbf, iat numbers; one distinct audience, since
+    no azp is drawn), as an oracle for tokens that carry a valid signature."""
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ.lower() not in ("jwt", "application/jwt"):
+        return False
     if not isinstance(claims, dict) or claims.get("iss") != ISSUER_URL:
         return False
     aud = claims.get("aud")
@@ -313,8 +327,12 @@ def claims_are_valid(claims: Json, now: float) -> bool:
         or (isinstance(aud, list) and AUDIENCE in aud and all(isinstance(a, str) for a in aud))
     ):
         return False
+    if isinstance(aud, list) and len(set(aud)) > 1:
+        return False
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or "exp" not in claims:
+        return False
+    if not all(numeric_date(claims[name]) for name in ("exp", "nbf", "iat") if name in claims):
         return False
     try:
         exp = int(claims["exp"])
@@ -410,7 +428,7 @@ def test_the_verifier_accepts_signed_tokens_only_with_valid_claims(
             parsed = json.loads(text)
         except ValueError:
             parsed = None
-        expected = claims_are_valid(parsed, time.time())
+        expected = claims_are_valid(parsed, time.time(), header_extra)
         note(f"outcome {outcome if isinstance(outcome, str) else 'verified'}")
         if isinstance(outcome, Identity):
             assert expected, "a token with invalid claims was accepted"
