@@ -1,5 +1,5 @@
 """The devstack: every component started, provisioned from the templates, and described in
-the state file (design.md section 7), then stopped cleanly.
+the state file (devstack/README.md), then stopped cleanly.
 
 Start order: the local "public" index, the identity provider, the AWS stand-in (moto and the
 CodeArtifact stand-in), provisioning of ``template.yaml`` and its nested stacks, the broker's

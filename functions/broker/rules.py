@@ -1,6 +1,6 @@
 """The access-rules document: load, validate strictly, compile, match.
 
-Rules are data compiled once at load (design.md §4).  A bad document is refused as a whole with
+Rules are data compiled once at load (the README's "Access rules").  A bad document is refused as a whole with
 the rule's name, the field and the reason; the broker then refuses to serve rather than fall
 open.  Matching works on claims that :mod:`broker.identity` has already verified.
 
@@ -212,7 +212,7 @@ def _issuers(raw: object) -> dict[str, Issuer]:
 def issuer_url_error(url: str) -> str | None:
     """Why ``url`` cannot be a trusted issuer, or ``None``.
 
-    Issuers must be ``https://``; loopback hosts may use ``http://`` (design.md §2).
+    Issuers must be ``https://``; loopback hosts may use ``http://`` (the README's "Access rules").
     """
     try:
         parts = urlsplit(url)

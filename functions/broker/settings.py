@@ -1,6 +1,6 @@
 """Function settings, read from ``BROKER_*`` environment variables and validated once.
 
-The required variables are a fixed contract (design.md §2); the optional knobs all have
+The required variables are a fixed contract (the README's "Settings"); the optional knobs all have
 defaults and are listed in the README.  Anything wrong is reported with the variable's name.
 """
 

@@ -1,6 +1,6 @@
 """Security properties of infra/iam.yaml, each a check that returns its violations.
 
-TokenIssuerRole is the most a broker token may ever carry (design.md sections 1 and 5): it
+TokenIssuerRole is the most a broker token may ever carry (the README's "What a token can do"): it
 trusts only the broker function's role and allows exactly what a CodeArtifact token for the
 private repository needs.  The admin policy stays inside the one domain and cannot delete it; the
 optional reader and publisher policies exist only when asked for.  Templates are evaluated for
