@@ -111,6 +111,18 @@ def in_a_section(text: str, line: str) -> bool:
     return "[" in text[: text.index(line)]
 
 
+def ours_around(user: User, real: str, line: str) -> bool:
+    """Whether ``line`` sits in a section one of our logins wrote or added in ``real`` (an
+    option inserted there would be an edit of our entry)."""
+    headers = re.findall(r"^\[([^\]]+)\]", real[: real.index(line)], re.MULTILINE)
+    if not headers:
+        return False
+    section = real[real.index(line) :].split("\n[", 1)[0]
+    before = real[: real.index(line)].rsplit("\n[", 1)[-1]
+    ours = "username = aws" in before + section
+    return ours or f"[{headers[-1]}]" not in (user.shadow or "")
+
+
 def next_line(text: str, line: str) -> str:
     rest = text[text.index(line) + len(line) :]
     return rest.split("\n", 1)[0]
@@ -134,7 +146,9 @@ Edit = Callable[[str], str]
 
 def append(block: str, nl: str, blank: bool) -> Edit:
     def edit(text: str) -> str:
-        end = nl if text and not text.endswith("\n") else ""
+        # An editor ends the last line the way the file ends its lines.
+        ending = "\r\n" if "\r\n" in text else "\n"
+        end = ending if text and not text.endswith("\n") else ""
         return text + end + (nl if blank else "") + block
 
     return edit
@@ -172,6 +186,7 @@ def a_user_edit(data: st.DataObject, user: User, real: str) -> Edit:
             return prepend(f"# cz{user.mark()}{nl}")
     anchor = draw(st.sampled_from(usable))
     section = user.kind != "netrc" and in_a_section(shadow, anchor)
+    section = section and not ours_around(user, real, anchor)
     if choice == "insert":
         return insert_after(anchor, user.line(in_section=section))
     if choice == "replace":
@@ -216,18 +231,23 @@ def initial_text(draw: st.DrawFn, kind: str, nl: str) -> str | None:
             )
         elif piece == "special":
             listed = " ".join(draw(st.lists(st.sampled_from(["pypi", *NAMES]), max_size=2)))
-            if draw(st.booleans()):
+            form = draw(st.sampled_from(["one line", "lines", "no list"]))
+            if form == "one line":
                 parts.append(f"[distutils]{nl}index-servers = uz{n} {listed}{nl}")
-            else:
+            elif form == "lines":
                 lines = "".join(f"    {s}{nl}" for s in [f"uz{n}", *listed.split()])
                 parts.append(f"[distutils]{nl}index-servers ={nl}{lines}")
+            else:  # the section, without the list twine reads
+                parts.append(f"[distutils]{nl}kz{n} = vz{n}{nl}")
         else:
             parts.append(f"[uz{n}]{nl}kz{n} = vz{n}{nl}")
     if kind == "netrc" and draw(st.booleans()):
         parts.append(f"default login anonymous password guest{nl}")
     text = "".join(_unique_sections(parts))
-    if text.endswith(nl) and draw(st.booleans()):
-        text = text[: -len(nl)]  # no final line ending
+    if nl == "\n" and text.endswith(nl) and draw(st.booleans()):
+        # No final line ending. (Not with CRLF: a one-line file without one has no style, so
+        # the line ending login gives it and the one an editor would may differ.)
+        text = text[: -len(nl)]
     return text
 
 
@@ -496,3 +516,29 @@ def test_a_ledger_from_another_version_is_refused_not_guessed(home: Path, ledger
     write(ledger.path, '{"version": 1, "files": {}}')
     with pytest.raises(FilesError, match="another cabroker version"):
         ledger.restore()
+
+
+def test_the_blank_line_login_added_goes_even_once_the_lines_above_it_went(
+    home: Path, ledger: Ledger
+) -> None:
+    pip = home / ".config" / "pip" / "pip.conf"
+    write(pip, "# mine\n")
+    files.write_pip_conf(ledger, grant_for(ONE, HOST, "internal"), pip)
+    edit(pip, "# mine\n", "")
+    ledger.restore()
+    assert_text(pip, "")  # it existed before login: emptied, not deleted
+
+
+def test_an_option_the_user_put_in_our_section_goes_with_its_token(
+    home: Path, ledger: Ledger
+) -> None:
+    """An edit inside our entry: the entry still holds our token, so logout takes it out
+    whole (the token must go); the outcome says the file changed since login."""
+    path = home / ".pypirc"
+    write(path, "[pypi]\nusername = __token__\n")
+    files.write_pypirc(ledger, grant_for(ONE, HOST, "internal"), "codeartifact", path)
+    write(path, (read(path) or "") + "disable_progress_bar = true\n")
+    outcomes = ledger.restore()
+    assert [o.action for o in outcomes] == [Action.REMOVED_ENTRIES]
+    assert_text(path, "[pypi]\nusername = __token__\n")
+    assert tokens_in(home, ALL) == []

@@ -305,7 +305,7 @@ def _cut(text: str, start: int, end: int, entry: Entry) -> str:
     before, rest = text[:start], text[end:]
     if entry.after and rest.startswith(entry.after):
         rest = rest[len(entry.after) :]
-    if entry.blank and before.endswith("\n" + entry.blank):
+    if entry.blank and (before == entry.blank or before.endswith("\n" + entry.blank)):
         before = before[: -len(entry.blank)]
     if entry.eol and not rest and before.endswith(entry.eol):
         before = before[: -len(entry.eol)]
