@@ -1,8 +1,8 @@
 """The access-rules document: load, validate strictly, compile, match.
 
-Rules are data compiled once at load (the README's "Access rules").  A bad document is refused as a whole with
-the rule's name, the field and the reason; the broker then refuses to serve rather than fall
-open.  Matching works on claims that :mod:`broker.identity` has already verified.
+Rules are data compiled once at load (the README's "Access rules").  A bad document is refused as a
+whole with the rule's name, the field and the reason; the broker then refuses to serve rather than
+fall open.  Matching works on claims that :mod:`broker.identity` has already verified.
 
 Claim constraints are anchored, case-sensitive globs in which ``*`` matches any run of
 characters (``/`` included) and every other character stands for itself.  A constraint is one

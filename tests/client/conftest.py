@@ -1,4 +1,5 @@
-"""Fixtures shared by the client's tests: a local index that demands ``aws:<token>``."""
+"""Fixtures shared by the client's tests: a local index that demands ``aws:<token>``; a home
+directory and the ledger in it (modules may define their own ``home``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cabroker.ledger import Ledger
 from devstack.public import build_public_index
 from tests.client.test_outputs import AuthIndex, serving
 
@@ -22,3 +24,15 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def auth_index(wheels: Path) -> Iterator[tuple[AuthIndex, str]]:
     with serving(wheels) as served:
         yield served
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def ledger(home: Path) -> Ledger:
+    return Ledger(home / ".local" / "state" / "cabroker" / "ledger.json", home=home)

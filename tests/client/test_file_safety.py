@@ -29,18 +29,6 @@ NOBODY = 65534
 as_root = pytest.mark.skipif(not ROOT, reason="needs root to give a file to another user")
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def ledger(home: Path) -> Ledger:
-    return Ledger(home / ".local" / "state" / "cabroker" / "ledger.json", home=home)
-
-
 GIT = shutil.which("git") or "git"
 KEPT = f"machine {HOST} login aws password kept\n".encode()
 

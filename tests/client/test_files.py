@@ -70,18 +70,6 @@ def assert_bytes(actual: bytes | None, expected: bytes | None) -> None:
         fail(f"bytes differ:\nactual:   {shown[0]!r}\nexpected: {shown[1]!r}")
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, home: Path) -> Ledger:
-    return Ledger(home / ".local" / "state" / "cabroker" / "ledger.json", home=home)
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

@@ -356,18 +356,6 @@ ALL = [ONE, TWO, THREE, STALE]
 HOST, OTHER = HOSTS[0], HOSTS[1]
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def ledger(home: Path) -> Ledger:
-    return Ledger(home / ".local" / "state" / "cabroker" / "ledger.json", home=home)
-
-
 def assert_text(path: Path, expected: str | None) -> None:
     actual = read(path)
     if actual != expected:

@@ -1,14 +1,14 @@
 """Structural checks of template.yaml: who may do what, and how the stacks and function are wired.
 
-cfn-lint and ``sam validate --lint`` check that the template is well formed (and follow no
-nested template); these tests check that it says what the README's API, settings and
-session-policy sections say.  The root stack nests infra/codeartifact.yaml (the domain and repositories) and
-infra/iam.yaml (TokenIssuerRole, whose checks live in test_iam.py); here: the broker's role can
-do nothing but assume the Iam stack's TokenIssuerRole and read the rules, TokenIssuerRole trusts
-that role, the function and the outputs read the nested stacks' outputs, the nested stacks get
-the root's parameters, and the API throttles and logs without the caller's token.  Intrinsic
-functions are evaluated by tests/infra/cfn_eval.py over sample parameter values, so ARNs are
-compared as the strings CloudFormation would produce (nested outputs stay symbolic:
+cfn-lint and ``sam validate --lint`` check that the template is well formed (and follow no nested
+template); these tests check that it says what the README's API, settings and session-policy
+sections say.  The root stack nests infra/codeartifact.yaml (the domain and repositories) and
+infra/iam.yaml (TokenIssuerRole, whose checks live in test_iam.py); here: the broker's role can do
+nothing but assume the Iam stack's TokenIssuerRole and read the rules, TokenIssuerRole trusts that
+role, the function and the outputs read the nested stacks' outputs, the nested stacks get the root's
+parameters, and the API throttles and logs without the caller's token.  Intrinsic functions are
+evaluated by tests/infra/cfn_eval.py over sample parameter values, so ARNs are compared as the
+strings CloudFormation would produce (nested outputs stay symbolic:
 ``<Iam.Outputs.TokenIssuerRoleArn>``).
 
 The wiring and security checks return their violations and each is proven by mutations of the

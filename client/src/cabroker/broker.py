@@ -7,10 +7,10 @@ broker (and the keyring backend for other hosts) stay cheap.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 from .config import check_broker_url, unsafe_url
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import requests
 
 USER_AGENT = f"cabroker/{__version__}"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -233,26 +234,24 @@ class BrokerClient:
         raise BrokerRefused(f"the broker refused ({status}): {detail}", status, problem)
 
     def config(self) -> BrokerConfig:
-        try:
-            return BrokerConfig.from_json(self._call("GET", "/v1/config"))
-        except (KeyError, TypeError, ValueError) as error:
-            reason = str(error) if isinstance(error, ValueError) else "a field is missing"
-            raise BrokerUnavailable(
-                f"the broker at {self.url} answered a config that cannot be used ({reason}); "
-                "is the URL right? Tell the broker's operators"
-            ) from None
+        return self._parse("config", BrokerConfig.from_json, self._call("GET", "/v1/config"))
 
     def token(self, id_token: str, request: TokenRequest | None = None) -> Grant:
         body = (request or TokenRequest()).body()
         answer = self._call(
             "POST", "/v1/token", json=body, headers={"Authorization": f"Bearer {id_token}"}
         )
+        return self._parse("token", Grant.from_json, answer)
+
+    def _parse(self, what: str, parse: Callable[[dict[str, Any]], T], answer: dict[str, Any]) -> T:
+        """``parse(answer)``, or BrokerUnavailable naming the field that is not what a broker
+        sends (never its value)."""
         try:
-            return Grant.from_json(answer)
+            return parse(answer)
         except (KeyError, TypeError, ValueError) as error:
             reason = str(error) if isinstance(error, ValueError) else "a field is missing"
             raise BrokerUnavailable(
-                f"the broker at {self.url} answered a token that cannot be used ({reason}); "
+                f"the broker at {self.url} answered a {what} that cannot be used ({reason}); "
                 "is the URL right? Tell the broker's operators"
             ) from None
 
