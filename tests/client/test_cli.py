@@ -232,6 +232,7 @@ def test_status_lists_tokens_and_warns_of_expiry(
     code, out, _ = run(capsys, "status")
     assert code == 0
     assert "read on internal" in out
+    assert f"for     the identity in the ID token file {jwt}" in out
     assert "warning: expires in" in out  # an hour left: under the warning threshold
 
 

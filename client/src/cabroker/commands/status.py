@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     exit_code = 6 if not entries else 0
     for key, grant in entries:
         print(f"{key.broker_url}: {describe(grant)}")
+        print(f"  for     {_whose(key.source)}")
         print(f"  index   {grant.index_url}")
         if grant.access == "publish":
             print(f"  upload  {grant.upload_url}")
@@ -44,3 +45,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
     sys.stdout.flush()
     return exit_code
+
+
+def _whose(source: str) -> str:
+    """Whose grant it is, in words: where its identity came from (``CacheKey.source``)."""
+    kind, _, where = source.partition(":")
+    if kind == "file":
+        return f"the identity in the ID token file {where}"
+    if kind == "device":
+        return f"your interactive login to {where}"
+    if kind == "env":
+        return "the identity in CABROKER_ID_TOKEN"
+    return f"the {kind or 'unknown'} job's identity"
