@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import time
-import webbrowser
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -39,6 +38,8 @@ def browser_opener() -> Callable[[str], bool] | None:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
         return None
+    import webbrowser  # deferred: a cached grant needs no browser
+
     return webbrowser.open
 
 

@@ -15,11 +15,9 @@ cannot make the client mint, or hand over, an ID token meant for another service
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +52,8 @@ def config_file(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def read_config(env: Mapping[str, str] = os.environ) -> dict[str, object]:
+    import tomllib  # deferred, like every import here that a cached grant does not need
+
     path = config_file(env)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -72,6 +72,8 @@ def is_loopback(host: str | None) -> bool:
         return False
     if host.lower() == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -342,6 +341,8 @@ class Sources:
         chosen = device.choose_issuer(self.config(), self.issuer_name)
         name = _clean(chosen.name)
         if chosen.audience not in self.audiences.accepted:
+            import shlex
+
             audience = _clean(chosen.audience)
             raise IdentityError(
                 f"the broker's interactive login ({name}, {_clean(chosen.url)}) issues ID "

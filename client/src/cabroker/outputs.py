@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -235,6 +234,8 @@ def _command_data(value: str) -> str:
 
 
 def _delimiter() -> str:
+    import secrets  # deferred: only GitHub Actions needs it, and cabroker env is hot
+
     return f"ghadelimiter_{secrets.token_hex(16)}"
 
 
