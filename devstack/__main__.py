@@ -19,7 +19,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from devstack.demo import ACME_LIB_VERSIONS, publish_acme_lib
 from devstack.stack import Devstack, Options
+from devstack.tools import BIN, Tools
+from devstack.tools import Devstack as Running
 
 
 def _options(args: argparse.Namespace, **overrides: Any) -> Options:
@@ -42,6 +45,11 @@ def instructions(state: dict[str, Any]) -> str:
     field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
     host = state["aws_endpoint_url"].split("//", 1)[1]
     index = f"{host}/pypi/{state['repositories']['private']}/simple/"
+    private = state["repositories"]["private"]
+    versions = " and ".join(ACME_LIB_VERSIONS)
+    cabroker = shlex.quote(str(BIN / "cabroker"))
+    python = shlex.quote(str(BIN / "python"))
+    try_venv = '"$HOME/cabroker-try"'
     return f"""
 The devstack is running (state: see DEVSTACK_STATE or .devstack/state.json).
   broker          {broker}
@@ -65,18 +73,31 @@ Try it (another terminal):
   # What may this identity ask for?
   curl -s {broker}/v1/grants -H "Authorization: Bearer $ID_TOKEN"
 
-  # The client, cabroker (in .venv; elsewhere: pip install ./client). Interactive login
-  # (device flow): approve on {state["issuers"]["corp"]["url"]}/device or at the prompt in
-  # this console (alice is an engineer, mallory is not). The device login's audience is
-  # pinned: the client sends no ID token for an audience you did not accept for this broker.
+  # The client, cabroker, and acme-lib ({versions} are published in {private}).
+  # Interactive login (device flow): approve on {state["issuers"]["corp"]["url"]}/device or at
+  # the prompt in this console (alice is an engineer, mallory is not). The device login's
+  # audience is pinned: the client sends no ID token for an audience you did not accept for
+  # this broker. Any directory works; pip is the one of a new virtualenv, {try_venv}:
   export CABROKER_URL={broker}
   export CABROKER_AUDIENCE={state["issuers"]["corp"]["audience"]}
-  .venv/bin/cabroker login --identity device
-  eval "$(.venv/bin/cabroker env)" && pip install tinyjson
+  {cabroker} login --identity device
+  {python} -m venv {try_venv}
+  eval "$({cabroker} env)" && {try_venv}/bin/python -m pip install acme-lib
+  {try_venv}/bin/python -m pip index versions acme-lib
 
 Edit devstack/rules.yaml and save: the broker uses the new rules within seconds.
 Ctrl-C stops everything.
 """
+
+
+def publish_samples(state: dict[str, Any], work_dir: Path) -> None:
+    """Publish acme-lib into the private repository as CI does in the demo, so that the
+    printed commands have something private to install."""
+    with tempfile.TemporaryDirectory(prefix="publish-", dir=work_dir) as work:
+        published = publish_acme_lib(Running(state), Tools(Path(work)), Path(work) / "dist")
+    failed = [step for step in published.steps if not step.ok]
+    if failed:
+        raise SystemExit("publishing acme-lib failed: " + "; ".join(s.detail for s in failed))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         started = time.monotonic()
         state = stack.start()
+        publish_samples(state, stack.options.work_dir)
         if sys.stdin.isatty():
             stack.approve_from_console(sys.stdin, sys.stdout)
         print(instructions(state))
@@ -104,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     from devstack.demo import run_story
-    from devstack.tools import Devstack as Running
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cabroker-devstack-") as work:

@@ -32,6 +32,7 @@ CI_CLAIMS = {
 ENGINEER_CLAIMS = {"sub": "alice", "email": "alice@acme.example", "groups": ["engineering"]}
 EXPIRING_CLAIMS = {**ENGINEER_CLAIMS, "sub": "bob", "email": "bob@acme.example"}
 CONTRACTOR_CLAIMS = {"sub": "mallory", "groups": ["contractors"]}
+ACME_LIB_VERSIONS = ("1.0.0", "1.1.0")  # what CI publishes, in the demo and in ``make run``
 
 
 @dataclass
@@ -59,33 +60,15 @@ class Story:
         self.python = Path()
 
     def token(self, issuer: str, claims: Mapping[str, object], access: str) -> dict[str, object]:
-        status, body = self.stack.broker(
-            "POST", "/v1/token", self.stack.id_token(issuer, claims), {"access": access}
-        )
-        if status != 200:
-            raise RuntimeError(f"the broker answered {status}: {body.get('detail')}")
-        return body
+        return broker_token(self.stack, issuer, claims, access)
 
     # --- 1. CI publishes --------------------------------------------------------------------
 
     def ci_publishes(self) -> list[Step]:
-        grant = self.token("github", CI_CLAIMS, "publish")
-        self.publish_token = Secret(str(grant["token"]))
-        self.tools.secrets.append(self.publish_token)
-        self.upload_url = str(grant["upload_url"])
-        first = build_wheel(self.dist, "acme-lib", "1.0.0", summary="acme's shared library")
-        second = build_wheel(self.dist, "acme-lib", "1.1.0", summary="acme's shared library")
-        twine = self.tools.twine_upload(self.upload_url, self.publish_token, first)
-        uv = self.tools.uv_publish(self.upload_url, self.publish_token, second)
-        return [
-            Step(
-                f"CI gets a publish token for {grant['packages']} ({grant['repository']})",
-                True,
-                f"expires {grant['expires_at']}",
-            ),
-            _expect_ok("twine upload acme-lib 1.0.0", twine),
-            _expect_ok("uv publish acme-lib 1.1.0", uv),
-        ]
+        published = publish_acme_lib(self.stack, self.tools, self.dist)
+        self.publish_token = published.token
+        self.upload_url = published.upload_url
+        return published.steps
 
     # --- 2. an engineer installs -----------------------------------------------------------
 
@@ -177,6 +160,53 @@ class Story:
             status == 403,
             f"{status}: {body.get('detail')}",
         )
+
+
+def broker_token(
+    stack: Devstack, issuer: str, claims: Mapping[str, object], access: str
+) -> dict[str, object]:
+    """The broker's token answer for an ID token minted at ``issuer`` with ``claims``."""
+    status, body = stack.broker(
+        "POST", "/v1/token", stack.id_token(issuer, claims), {"access": access}
+    )
+    if status != 200:
+        raise RuntimeError(f"the broker answered {status}: {body.get('detail')}")
+    return body
+
+
+@dataclass
+class Published:
+    """What CI's publishing left: its publish token, the upload URL, and one step per action."""
+
+    token: Secret
+    upload_url: str
+    steps: list[Step]
+
+
+def publish_acme_lib(stack: Devstack, tools: Tools, dist: Path) -> Published:
+    """CI (GitHub identity, acme/app on main) gets a publish token and uploads acme-lib
+    1.0.0 with twine and 1.1.0 with ``uv publish``: chapter 1 of the demo, and what ``make run``
+    publishes before it prints its commands (re-uploading the same bytes succeeds)."""
+    grant = broker_token(stack, "github", CI_CLAIMS, "publish")
+    token = Secret(str(grant["token"]))
+    tools.secrets.append(token)
+    upload_url = str(grant["upload_url"])
+    first, second = (
+        build_wheel(dist, "acme-lib", version, summary="acme's shared library")
+        for version in ACME_LIB_VERSIONS
+    )
+    twine = tools.twine_upload(upload_url, token, first)
+    uv = tools.uv_publish(upload_url, token, second)
+    steps = [
+        Step(
+            f"CI gets a publish token for {grant['packages']} ({grant['repository']})",
+            True,
+            f"expires {grant['expires_at']}",
+        ),
+        _expect_ok(f"twine upload acme-lib {ACME_LIB_VERSIONS[0]}", twine),
+        _expect_ok(f"uv publish acme-lib {ACME_LIB_VERSIONS[1]}", uv),
+    ]
+    return Published(token, upload_url, steps)
 
 
 def _expect_ok(title: str, result: Result) -> Step:

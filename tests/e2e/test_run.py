@@ -174,31 +174,34 @@ def _contractor_status(running: Devstack, claims: dict[str, Any]) -> int:
 
 
 def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_path: Path) -> None:
-    """The printed cabroker block, with a minted engineer's token in place of the device
-    login (which needs a person; tests/e2e/test_client.py drives that one)."""
+    """The printed cabroker block as printed, from a directory that is not the repository,
+    with a minted engineer's token in place of the device login (which needs a person;
+    tests/e2e/test_client.py drives that one): both acme-lib versions are there, and pip
+    installs the newest."""
     lines = printed.splitlines()
     start = next(i for i, line in enumerate(lines) if "export CABROKER_URL" in line)
-    block = "\n".join(line.strip() for line in lines[start : start + 4])
+    end = next(i for i, line in enumerate(lines) if "pip index versions acme-lib" in line)
+    block = "\n".join(line.strip() for line in lines[start : end + 1])
     assert "cabroker login --identity device" in block
+    assert f"{ROOT}/.venv/bin/cabroker" in block  # absolute paths: any directory works
+    assert " .venv/" not in block
     status, minted, _ = http_json(
         "POST", state["issuers"]["corp"]["mint_url"], {"sub": "alice", "groups": ["engineering"]}
     )
     assert status == 200
     jwt = tmp_path / "alice.jwt"
     jwt.write_text(minted["id_token"])
-    python = Tools(tmp_path / "client-tools").venv("printed-client")
-    script = (
-        block.replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")
-        .replace(".venv/bin/cabroker", shlex.quote(str(ROOT / ".venv" / "bin" / "cabroker")))
-        .replace("pip install", f"{shlex.quote(str(python))} -m pip install --quiet")
-    )
+    script = block.replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")
     home = tmp_path / "client-home"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     ran = subprocess.run(
         ["/bin/bash", "-euo", "pipefail", "-c", script],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
+        cwd=elsewhere,
         env={
             "PATH": os.environ["PATH"],
             "HOME": str(home),
@@ -206,6 +209,21 @@ def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_p
             "XDG_CONFIG_HOME": str(home / ".config"),
             "CABROKER_TOKEN_STORE": "file",
             "PIP_NO_INPUT": "1",
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         },
     )
-    assert ran.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", ran.stderr)
+    output = re.sub(r"aws:[^@]+@", "aws:****@", ran.stdout + ran.stderr)
+    assert ran.returncode == 0, output
+    assert "Available versions: 1.1.0, 1.0.0" in ran.stdout, output
+    installed = subprocess.run(
+        [
+            str(home / "cabroker-try" / "bin" / "python"),
+            "-c",
+            "import acme_lib as m; print(m.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert installed.stdout.strip() == "1.1.0", installed.stderr
