@@ -9,15 +9,16 @@ POETRYVENV := .venv-poetry
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help demo run venv venv-sam venv-checkov venv-awscli venv-poetry test lint lint-python lint-cfn lint-checkov build \
-	bench mutants clean
+.PHONY: help demo run venv venv-sam venv-checkov venv-awscli venv-poetry test lint lint-python lint-cfn lint-checkov lint-workflows \
+	build dist bench mutants clean
 
 help:
 	@echo "make demo    run the whole product locally and tell its story with pip, twine, uv"
 	@echo "make run     start the whole product locally in the foreground (Ctrl-C stops it)"
 	@echo "make test    run the test suite"
-	@echo "make lint    ruff, mypy, cfn-lint, sam validate --lint"
+	@echo "make lint    ruff, mypy, cfn-lint, sam validate --lint, checkov, actionlint"
 	@echo "make build   sam build (the Lambda package for arm64)"
+	@echo "make dist    the client's wheel and sdist in dist/ (what a release publishes)"
 	@echo "make bench   run every benchmark once and print one table (about 3 min)"
 
 $(VENV)/.installed: requirements/dev.txt functions/requirements.txt client/pyproject.toml
@@ -66,7 +67,7 @@ venv-poetry: $(POETRYVENV)/.installed
 test: venv venv-awscli venv-poetry
 	$(PY) -m pytest
 
-lint: lint-python lint-cfn lint-checkov
+lint: lint-python lint-cfn lint-checkov lint-workflows
 
 lint-python: venv
 	$(VENV)/bin/ruff check .
@@ -83,8 +84,19 @@ lint-checkov: venv-checkov
 	$(CHECKOVVENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation \
 		-f template.yaml $(addprefix -f ,$(wildcard infra/*.yaml))
 
+# The GitHub Actions workflows (actionlint from .venv; it runs shellcheck on run: scripts only
+# where shellcheck is on PATH).
+lint-workflows: venv
+	$(VENV)/bin/actionlint $(wildcard .github/workflows/*.yml)
+
 build: venv-sam
 	$(SAMVENV)/bin/sam build
+
+# The client's wheel and sdist, as a release publishes them: the pinned build and hatchling from
+# .venv, no build isolation (so no download); the version is cabroker.__version__.
+dist: venv
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist client
 
 # One table, each figure from one run of its script (bench/report.py); a failed benchmark is a
 # "failed: <reason>" row and a non-zero exit. The AWS CLI is what `cabroker env` is compared to.
