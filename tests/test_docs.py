@@ -60,3 +60,18 @@ def test_the_product_never_points_at_files_users_do_not_get() -> None:
         and re.search(r"\.\./shared|design\.md", path.read_text(encoding="utf-8", errors="replace"))
     ]
     assert citing == []
+
+
+def test_the_gitlab_variable_is_the_one_the_client_hints_and_reads() -> None:
+    from cabroker.broker import BrokerConfig
+    from cabroker.config import audiences
+    from cabroker.identity import TOKEN_ENV, Sources
+
+    def no_config() -> BrokerConfig:
+        raise AssertionError("not needed for the hint")
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = re.findall(r"id_tokens:\s*\n\s+([A-Z0-9_]+):", readme)
+    hint = Sources(audiences("https://b.example", ["aud"], {}), no_config).nothing_found(False)
+    assert named == [TOKEN_ENV]
+    assert f"id_tokens: {{{TOKEN_ENV}:" in hint

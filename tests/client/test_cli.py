@@ -37,7 +37,8 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.tokens_issued = 0
-        self.token_answer: tuple[int, dict[str, Any], dict[str, str]] | None = None
+        self.lifetime = timedelta(hours=1)
+        self.token_answer: tuple[int, dict[str, Any] | None, dict[str, str]] | None = None
         self.requests: list[dict[str, Any]] = []
         self._server = make_server("127.0.0.1", 0, self, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -56,7 +57,7 @@ class FakeBroker:
         response.content_type = "application/problem+json" if status >= 400 else "application/json"
         return response(environ, start_response)
 
-    def answer(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, request: Request) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
         if request.path == "/v1/config":
             return (
                 200,
@@ -77,7 +78,7 @@ class FakeBroker:
             self.tokens_issued += 1
             body = request.get_json() or {}
             access = body.get("access", "read")
-            expires = datetime.now(UTC) + timedelta(hours=1)
+            expires = datetime.now(UTC) + self.lifetime
             return (
                 200,
                 {
@@ -233,7 +234,29 @@ def test_status_lists_tokens_and_warns_of_expiry(
     assert code == 0
     assert "read on internal" in out
     assert f"for     the identity in the ID token file {jwt}" in out
-    assert "warning: expires in" in out  # an hour left: under the warning threshold
+    assert "warning" not in out  # an hour left of an hour
+
+
+@pytest.mark.parametrize(
+    ("lifetime_minutes", "warned"),
+    [
+        pytest.param(15, False, id="a short-lived token, just minted: no warning"),
+        pytest.param(9, True, id="under 10 minutes left"),
+        pytest.param(12 * 60, False, id="a 12 h token, just minted"),
+    ],
+)
+def test_status_warns_near_the_end_of_a_tokens_life(
+    broker: FakeBroker,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    lifetime_minutes: int,
+    warned: bool,
+) -> None:
+    broker.lifetime = timedelta(minutes=lifetime_minutes)
+    jwt = str(token_file(home))
+    assert run(capsys, "login", "--broker-url", broker.url, "--id-token-file", jwt)[0] == 0
+    _, out, _ = run(capsys, "status")
+    assert ("warning: expires in" in out) is warned
 
 
 def problem(slug: str, detail: str) -> dict[str, Any]:
@@ -301,7 +324,7 @@ def test_the_broker_client_maps_answers(broker: FakeBroker, home: Path) -> None:
     grant = client.token(id_token(), TokenRequest(access="publish", packages=("acme-*",)))
     assert isinstance(grant, Grant)
     assert repr(grant.token).startswith("<secret")
-    broker.token_answer = (403, {"detail": "no"}, {})
+    broker.token_answer = (403, problem("no-matching-rule", "no"), {})
     with pytest.raises(BrokerRefused) as refused:
         client.token(id_token())
     assert refused.value.status == 403
@@ -407,3 +430,66 @@ def test_an_unsafe_broker_url_is_refused_before_anything_is_sent(
     assert code == 2
     assert "broker URL" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(404, {"message": "Not Found"}, id="API Gateway's 404: a wrong URL"),
+        pytest.param(404, None, id="a web server's 404 page"),
+        pytest.param(403, {"detail": "forbidden"}, id="a proxy's problem, not a broker's"),
+        pytest.param(200, None, id="a page that is not JSON"),
+    ],
+)
+def test_a_url_that_is_not_a_broker_says_so(
+    broker: FakeBroker,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    body: dict[str, Any] | None,
+) -> None:
+    broker.token_answer = (status, body, {})
+    jwt = str(token_file(home))
+    code, _, err = run(capsys, "login", "--broker-url", broker.url, "--id-token-file", jwt)
+    assert code == 2
+    assert "does not look like a cabroker broker" in err
+    assert "BrokerUrl" in err
+    assert err.count("\n") == 1
+
+
+def test_a_broker_url_ending_in_v1_is_the_broker(
+    broker: FakeBroker, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jwt = str(token_file(home))
+    code, _, err = run(capsys, "login", "--broker-url", broker.url + "/v1/", "--id-token-file", jwt)
+    assert code == 0, err
+    assert broker.tokens_issued == 1
+
+
+@pytest.mark.parametrize("seconds", ["10", "899", "43201", "1h", "-900"])
+def test_a_duration_out_of_range_is_a_usage_error_before_any_request(
+    broker: FakeBroker, home: Path, capsys: pytest.CaptureFixture[str], seconds: str
+) -> None:
+    jwt = str(token_file(home))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(
+            ["login", "--broker-url", broker.url, "--id-token-file", jwt, "--duration", seconds]
+        )
+    assert stopped.value.code == 2
+    assert "900 (15 min) to 43200 (12 h)" in capsys.readouterr().err
+    assert broker.requests == []
+
+
+@pytest.mark.parametrize("command", ["login", "env", "configure", "status", "logout", "grants"])
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert "``" not in capsys.readouterr().out
+
+
+def test_logout_says_exported_variables_stay_valid(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "logout")
+    assert code == 0
+    assert "stays valid until it expires" in out

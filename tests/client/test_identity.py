@@ -64,8 +64,9 @@ VARIABLES = (
 )
 
 
-def hints(audience: str = ORIGIN, variable: str = GITLAB_VARIABLE) -> str:
-    """How a CI job gets a token for ``audience`` (GitLab: in ``variable``)."""
+def hints(audience: str = ORIGIN, variable: str = "CABROKER_ID_TOKEN") -> str:
+    """How a CI job gets a token for ``audience`` (GitLab: in ``variable``, the one the client
+    reads and the README names)."""
     return (
         f"in a CI job, give it an ID token for audience '{audience}': GitHub Actions "
         "`permissions: id-token: write`, GitLab CI "
@@ -573,7 +574,7 @@ def test_gitlab_ci_without_id_tokens(client: Client, env: Env) -> None:
     env.set(GITLAB_CI="true")
     assert client.fail() == (
         f"GitLab CI gave no usable ID token: GitLab: Environment variable {GITLAB_VARIABLE} not "
-        f"found; add `id_tokens: {{{GITLAB_VARIABLE}: {{aud: {ORIGIN}}}}}` to the job, "
+        f"found; add `id_tokens: {{CABROKER_ID_TOKEN: {{aud: {ORIGIN}}}}}` to the job, "
         "or pass --id-token-file PATH"
     )
 
@@ -582,7 +583,7 @@ def test_gitlab_ci_hints_name_the_pinned_audience(client: Client, env: Env) -> N
     env.set(GITLAB_CI="true")
     assert client.fail(pin=("ci-broker",)) == (
         "GitLab CI gave no usable ID token: GitLab: Environment variable CI_BROKER_ID_TOKEN not "
-        "found; add `id_tokens: {CI_BROKER_ID_TOKEN: {aud: ci-broker}}` to the job, "
+        "found; add `id_tokens: {CABROKER_ID_TOKEN: {aud: ci-broker}}` to the job, "
         "or pass --id-token-file PATH"
     )
 
@@ -889,7 +890,7 @@ def test_nothing_found_without_a_terminal_fails_fast(
         "no identity found: no CI identity (GitHub Actions, GCP, Buildkite, GitLab CI, "
         "CircleCI), no --id-token-file, CABROKER_ID_TOKEN or CABROKER_ID_TOKEN_FILE, and "
         "interactive login is off (no terminal, or --non-interactive); "
-        + hints(CORP_AUDIENCE, "CABROKER_CORP_ID_TOKEN")
+        + hints(CORP_AUDIENCE)
     )
     assert (client.out, device_requests, client.http.requests, client.config_loads) == (
         "",
@@ -1119,7 +1120,7 @@ def test_a_gitlab_pypi_id_token_is_never_read_or_sent(
     message = client.fail(config=spoofed, source=source, interactive=True)
     assert message == (
         f"GitLab CI gave no usable ID token: GitLab: Environment variable {GITLAB_VARIABLE} not "
-        f"found; add `id_tokens: {{{GITLAB_VARIABLE}: {{aud: {ORIGIN}}}}}` to the job, "
+        f"found; add `id_tokens: {{CABROKER_ID_TOKEN: {{aud: {ORIGIN}}}}}` to the job, "
         "or pass --id-token-file PATH"
     )
     assert asked == [ORIGIN]

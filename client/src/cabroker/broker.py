@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 from .config import check_broker_url, unsafe_url
-from .errors import BrokerRefused, BrokerUnavailable
+from .errors import BrokerRefused, BrokerUnavailable, UsageError
 from .secret import Secret
 
 if TYPE_CHECKING:
     import requests
 
 USER_AGENT = f"cabroker/{__version__}"
+PROBLEM_TYPES = "urn:cabroker:problem:"
 T = TypeVar("T")
 
 
@@ -88,6 +89,7 @@ class Grant:
     domain: str
     domain_owner: str
     region: str
+    obtained_at: datetime | None = None  # when the client got it (kept in the cache)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Grant:
@@ -110,12 +112,21 @@ class Grant:
             domain=_valid(body, "domain", _NAME, default=""),
             domain_owner=_valid(body, "domain_owner", _NAME, default=""),
             region=_valid(body, "region", _NAME, default=""),
+            obtained_at=parse_time(_valid(body, "obtained_at", _TIME))
+            if body.get("obtained_at") is not None
+            else None,
         )
+
+    def lifetime(self) -> float | None:
+        """Seconds from when the client got it to its expiry, when known."""
+        if self.obtained_at is None:
+            return None
+        return (self.expires_at - self.obtained_at).total_seconds()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "token": str(self.token),
-            "expires_at": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires_at": _rfc3339(self.expires_at),
             "username": self.username,
             "repository": self.repository,
             "access": self.access,
@@ -125,6 +136,7 @@ class Grant:
             "domain": self.domain,
             "domain_owner": self.domain_owner,
             "region": self.region,
+            **({"obtained_at": _rfc3339(self.obtained_at)} if self.obtained_at else {}),
         }
 
     def seconds_left(self, now: datetime | None = None) -> float:
@@ -162,6 +174,10 @@ def _valid_url(body: Mapping[str, Any], name: str) -> str:
     if why is not None:
         raise ValueError(f"the broker's answer has an unusable {name!r}: {why}")
     return value
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str) -> datetime:
@@ -221,15 +237,18 @@ class BrokerClient:
         if response.status_code == 200 and isinstance(body, dict):
             return body
         problem = body if isinstance(body, dict) else {}
-        detail = str(problem.get("detail") or problem.get("message") or response.reason)
+        detail = _printable(str(problem.get("detail") or problem.get("message") or response.reason))
         status = response.status_code
         if status == 429 or status >= 500:
             wait = response.headers.get("Retry-After")
             hint = f"; try again in {wait} s" if wait else "; try again shortly"
             raise BrokerUnavailable(f"the broker is unavailable ({status}): {detail}{hint}")
-        if status == 200:
-            raise BrokerUnavailable(
-                f"the broker at {self.url} did not answer JSON: is the URL right?"
+        if status == 200 or not str(problem.get("type", "")).startswith(PROBLEM_TYPES):
+            raise UsageError(
+                f"{self.url} does not look like a cabroker broker: {method} {path} answered "
+                f"{status} {_printable(str(response.reason), 80)} where a broker answers JSON (and "
+                f"{PROBLEM_TYPES}… problems); check --broker-url or CABROKER_URL: it is the "
+                "stack's BrokerUrl output, e.g. https://abc123.execute-api.REGION.amazonaws.com"
             )
         raise BrokerRefused(f"the broker refused ({status}): {detail}", status, problem)
 
@@ -241,7 +260,8 @@ class BrokerClient:
         answer = self._call(
             "POST", "/v1/token", json=body, headers={"Authorization": f"Bearer {id_token}"}
         )
-        return self._parse("token", Grant.from_json, answer)
+        grant = self._parse("token", Grant.from_json, answer)
+        return replace(grant, obtained_at=datetime.now(UTC).replace(microsecond=0))
 
     def _parse(self, what: str, parse: Callable[[dict[str, Any]], T], answer: dict[str, Any]) -> T:
         """``parse(answer)``, or BrokerUnavailable naming the field that is not what a broker
@@ -257,3 +277,8 @@ class BrokerClient:
 
     def grants(self, id_token: str) -> dict[str, Any]:
         return self._call("GET", "/v1/grants", headers={"Authorization": f"Bearer {id_token}"})
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """Another server's words for one line of ours: printable, short."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]

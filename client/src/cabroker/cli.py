@@ -24,9 +24,9 @@ IAM rights are needed.
 """
 
 EPILOG = """\
-exit codes: 0 ok, 1 bug (run with --debug and report it), 2 usage, 3 the broker refused,
-4 the broker is unreachable or busy, or its answer is unusable, 5 no usable identity,
-6 token expired or missing, 7 a file could not be written or restored.
+exit codes: 0 ok, 1 bug (run with --debug and report it), 2 usage (or not a broker URL),
+3 the broker refused, 4 the broker is unreachable or busy, or its answer is unusable,
+5 no usable identity, 6 token expired or missing, 7 a file could not be written or restored.
 """
 
 

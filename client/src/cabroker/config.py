@@ -100,8 +100,9 @@ def unsafe_url(url: str) -> str | None:
 
 
 def check_broker_url(url: str, where: str) -> str:
-    """``url`` without trailing slashes, or UsageError naming ``where`` it came from."""
-    url = url.strip().rstrip("/")
+    """``url`` without trailing slashes or a trailing ``/v1`` (the API's own prefix, which the
+    client adds), or UsageError naming ``where`` it came from."""
+    url = url.strip().rstrip("/").removesuffix("/v1").rstrip("/")
     why = unsafe_url(url)
     if why is None:
         parts = urlsplit(url)

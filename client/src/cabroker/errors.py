@@ -5,7 +5,7 @@ Exit codes (documented in the README and ``cabroker --help``):
 ==== =====================================================================================
 0    success
 1    an unexpected error (a bug: run again with ``--debug`` and report it)
-2    usage: bad arguments, no broker URL configured
+2    usage: bad arguments, no broker URL configured, or a URL that is not a cabroker broker
 3    the broker refused (4xx): its problem ``detail`` is shown
 4    the broker is unreachable, unavailable (5xx) or throttling (429), or its answer is not
      a usable grant (an http:// URL, credentials or control characters in it): try again

@@ -104,7 +104,6 @@ CI_SYSTEMS = (
 GCP = CI_SYSTEMS[1]
 CI_TITLES = ", ".join(ci.title for ci in CI_SYSTEMS)
 
-_NOT_ENV_CHARS = re.compile(r"[^A-Z0-9_]|^[^A-Z_]")  # as id's GitLab detector names variables
 _JWT_LIKE = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 
@@ -248,8 +247,7 @@ class Sources:
             token = Secret(credential)
             return self._check(token, ci.title, ci.source, ci.renewal), None
         ci = self.ci()
-        variable = _NOT_ENV_CHARS.sub("_", audience.upper()) + "_ID_TOKEN"
-        fix = ci.fix.format(audience=audience, variable=variable)
+        fix = ci.fix.format(audience=audience, variable=TOKEN_ENV)
         return None, (
             f"{ci.title} gave no usable ID token: {failure}; {fix}, or pass --id-token-file PATH"
         )
@@ -382,11 +380,10 @@ class Sources:
 
     def _ci_hints(self) -> str:
         audience = self.audiences.request
-        variable = _NOT_ENV_CHARS.sub("_", audience.upper()) + "_ID_TOKEN"
         return (
             f"give it an ID token for audience {audience!r}: GitHub Actions "
             f"`permissions: id-token: write`, GitLab CI "
-            f"`id_tokens: {{{variable}: {{aud: {audience}}}}}`; or pass --id-token-file PATH "
+            f"`id_tokens: {{{TOKEN_ENV}: {{aud: {audience}}}}}`; or pass --id-token-file PATH "
             f"or set {TOKEN_ENV}"
         )
 

@@ -11,6 +11,27 @@ from ..broker import Grant
 from ..config import broker_url
 
 IDENTITY_SOURCES = ("ambient", "file", "env", "device")
+MIN_DURATION, MAX_DURATION = 900, 43200  # what CodeArtifact accepts for a token's lifetime
+
+
+def plain(doc: str | None) -> str:
+    """A module docstring as ``--help`` text: the reST literal quotes taken out."""
+    return (doc or "").replace("``", "")
+
+
+def duration(text: str) -> int:
+    """``--duration``: whole seconds within CodeArtifact's range, else a usage error (exit 2)
+    before any request."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if not MIN_DURATION <= seconds <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a token lifetime: give whole seconds from {MIN_DURATION} "
+            f"(15 min) to {MAX_DURATION} (12 h)"
+        )
+    return seconds
 
 
 def grant_options(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +47,10 @@ def grant_options(parser: argparse.ArgumentParser) -> None:
         help="package-name patterns to publish (publish only), e.g. 'acme-*'",
     )
     group.add_argument(
-        "--duration", type=int, metavar="SECONDS", help="token lifetime, 900 to 43200 s"
+        "--duration",
+        type=duration,
+        metavar="SECONDS",
+        help=f"token lifetime, {MIN_DURATION} to {MAX_DURATION} s",
     )
     group.add_argument(
         "--refresh", action="store_true", help="ask the broker even if a cached token is fresh"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 
+from .common import plain
+
 
 def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "configure",
         help="save the broker URL (and its audiences) for later commands",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("url", help="the broker's URL, e.g. https://abc123.execute-api…")

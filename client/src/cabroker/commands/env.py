@@ -10,7 +10,7 @@ import importlib.util
 import shutil
 import sys
 
-from .common import broker_option, grant_for, grant_options, identity_options
+from .common import broker_option, grant_for, grant_options, identity_options, plain
 
 FORMATS = ("sh", "fish", "powershell", "dotenv", "json")
 TOOLS = {"pip": "PIP_", "uv": "UV_", "twine": "TWINE_", "poetry": "POETRY_"}
@@ -36,7 +36,7 @@ def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = subparsers.add_parser(
         "env",
         help="print shell exports for pip, uv, twine and poetry",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     broker_option(parser)

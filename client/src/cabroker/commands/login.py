@@ -18,14 +18,21 @@ import sys
 from pathlib import Path
 
 from ..broker import Grant
-from .common import broker_option, describe, grant_for, grant_options, identity_options
+from .common import (
+    broker_option,
+    describe,
+    grant_for,
+    grant_options,
+    identity_options,
+    plain,
+)
 
 
 def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "login",
         help="get a token and configure pip, uv, twine, poetry",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     broker_option(parser)

@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.keep_cache:
         TokenCache.default().clear()
         print("forgot the cached tokens")
+    print(
+        "note: variables already exported into shells (cabroker env, GITHUB_ENV) hold a token "
+        "that stays valid until it expires; close those shells or unset them"
+    )
     if not outcomes:
         print("no file to restore")
     return 0

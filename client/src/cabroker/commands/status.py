@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from .common import describe
 
-WARN_SECONDS = 3600
+WARN_SECONDS = 600  # warn with less than this left, or less than a tenth of the lifetime
+WARN_FRACTION = 0.1
 
 
 def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if left <= 0:
             print("  EXPIRED: CodeArtifact answers such a token with 401/404; log in again")
             exit_code = 6
-        elif left < WARN_SECONDS:
+        elif left < max(WARN_SECONDS, WARN_FRACTION * (grant.lifetime() or 0)):
             print(f"  warning: expires in {int(left // 60)} min; 'cabroker login --refresh'")
     written = Ledger(state_dir() / "ledger.json").paths()
     if written:
