@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from devstack.demo import ACME_LIB_VERSIONS, publish_acme_lib
+from devstack.gateway import stop_resource_tracker
 from devstack.stack import Devstack, Options
 from devstack.tools import BIN, Tools
 from devstack.tools import Devstack as Running
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         print("\nstopping…", flush=True)
         stack.stop()
+        stop_resource_tracker()
     return 0
 
 

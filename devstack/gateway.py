@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -79,7 +80,11 @@ def _worker(  # pragma: no cover - runs in the worker process
     handler: str,
     log_path: str | None,
 ) -> None:
-    """A warm Lambda instance: import the handler once, then serve events one at a time."""
+    """A warm Lambda instance: import the handler once, then serve events one at a time.
+
+    Ctrl-C at the terminal reaches the whole process group: an instance ignores it and is
+    stopped by its parent (the connection closes, then SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_path:
         with open(log_path, "ab", buffering=0) as sink:
             os.dup2(sink.fileno(), 1)
@@ -111,7 +116,13 @@ class Worker:
             args=(child, spec.environment, spec.code_dir, spec.handler, spec.log_path),
             daemon=True,
         )
-        self.process.start()
+        # SIGINT stays blocked in the new process until its _worker ignores it: a Ctrl-C
+        # while it starts gives no KeyboardInterrupt (the mask is this thread's, inherited).
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         child.close()
 
     def wait_ready(self, timeout: float) -> None:
@@ -185,6 +196,18 @@ class Pool:
     def stop(self) -> None:
         for worker in self._workers:
             worker.stop()
+
+
+def stop_resource_tracker() -> None:
+    """Stop (and reap) multiprocessing's resource tracker, which starting a spawned process
+    starts.  Once this process is gone it would exit anyway, but left to be reaped by whoever
+    adopts it.  Call it when no worker is left: it waits for all of them (they share its pipe).
+    """
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if callable(stop):
+        stop()
 
 
 def http_api_event(
