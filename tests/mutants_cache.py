@@ -10,6 +10,8 @@ CACHE = "tests/client/test_cache.py"
 API = "tests/client/test_api.py"
 CLI = "tests/client/test_cli.py"
 BACKEND = "tests/client/test_keyring_backend.py"
+LOGINS = "tests/client/test_logins.py"
+IDENTITY = "tests/client/test_identity.py"
 
 MUTANTS: list[Mutant] = [
     mutant(
@@ -109,5 +111,26 @@ MUTANTS: list[Mutant] = [
         'return WINDOWS_BLOB_LIMIT if module.startswith("keyring.backends.Windows") else None',
         "return None",
         (CACHE,),
+    ),
+    mutant(
+        "a kept login serves any broker",
+        "client/src/cabroker/logins.py",
+        'if _usable(entry, now) and json.loads(key)[0] == broker_url.rstrip("/")',
+        "if _usable(entry, now)",
+        (LOGINS,),
+    ),
+    mutant(
+        "an expired kept login is returned",
+        "client/src/cabroker/logins.py",
+        'and float(entry["expires"]) > now',
+        "and True",
+        (LOGINS, IDENTITY),
+    ),
+    mutant(
+        "a kept login serves a CI job whose own identity failed",
+        "client/src/cabroker/identity.py",
+        "            raise IdentityError(ambient_problem)\n        return self.kept_login()",
+        "            pass\n        return self.kept_login()",
+        (IDENTITY,),
     ),
 ]

@@ -26,6 +26,18 @@ def auth_index(wheels: Path) -> Iterator[tuple[AuthIndex, str]]:
         yield served
 
 
+@pytest.fixture(autouse=True)
+def no_user_files(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads or writes the real user's cache, logins or config: the fallback home
+    (``Path.home()``) and the XDG directories point at a directory of the test's own."""
+    own = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("HOME", str(own))
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        monkeypatch.setenv(name, str(own / name.lower()))
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"

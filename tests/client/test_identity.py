@@ -889,8 +889,7 @@ def test_nothing_found_without_a_terminal_fails_fast(
     assert client.fail(pin=(CORP_AUDIENCE,)) == (
         "no identity found: no CI identity (GitHub Actions, GCP, Buildkite, GitLab CI, "
         "CircleCI), no --id-token-file, CABROKER_ID_TOKEN or CABROKER_ID_TOKEN_FILE, and "
-        "interactive login is off (no terminal, or --non-interactive); "
-        + hints(CORP_AUDIENCE)
+        "interactive login is off (no terminal, or --non-interactive); " + hints(CORP_AUDIENCE)
     )
     assert (client.out, device_requests, client.http.requests, client.config_loads) == (
         "",
@@ -1398,3 +1397,49 @@ def test_the_suggested_pin_command_is_one_shell_word_per_argument(
     lexer.whitespace_split = True  # split as a POSIX shell would: at blanks and at ; | & ( ) < >
     words = list(lexer)
     assert words == ["cabroker", "configure", BROKER, "--audience", audience]
+
+
+# ------------------------------------------- one interactive login serves every command
+
+
+def test_one_device_login_serves_the_next_commands(
+    client: Client, device_requests: list[str]
+) -> None:
+    first = client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    assert device_requests == ["corp"]
+    again = client.get(interactive=False, pin=(CORP_AUDIENCE,))  # grants, without a terminal
+    assert (again.source, again.where, again.binding) == ("device", "corp", first.binding)
+    assert again.token == first.token
+    assert device_requests == ["corp"], "no second device login"
+    assert client.config_loads == 1, "a kept login needs no /v1/config"
+    named = client.get(source="device", pin=(CORP_AUDIENCE,), issuer="corp")
+    assert named.token == first.token
+    assert device_requests == ["corp"]
+
+
+def test_a_kept_login_never_serves_a_ci_job(client: Client, env: Env) -> None:
+    client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    env.set(GITHUB_ACTIONS="true")  # a job without id-token: write on the same machine
+    assert client.fail(pin=(CORP_AUDIENCE,)).startswith("GitHub Actions gave no usable ID token")
+
+
+def test_a_kept_login_is_only_for_the_audiences_accepted_now(client: Client) -> None:
+    client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    assert client.fail().startswith("no identity found")  # the pin is gone: not this broker's
+
+
+def test_a_kept_login_is_for_its_issuer_only(client: Client, device_requests: list[str]) -> None:
+    client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    assert client.fail(pin=(CORP_AUDIENCE,), issuer="github").startswith("no identity found")
+    assert device_requests == ["corp"]
+
+
+def test_an_expired_kept_login_is_not_used(
+    client: Client, device_requests: list[str], shared: tuple[IdentityProvider, Clock]
+) -> None:
+    client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    client.now += 301  # the dev IdP's ID tokens live 300 s
+    shared[1].now += 301
+    again = client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    assert again.source == "device"
+    assert device_requests == ["corp", "corp"], "a new login"

@@ -80,6 +80,7 @@ def get_grant(
     sources = identity.Sources(audiences(url, audience, env), client.config, env, issuer)
     request = (repository, access, tuple(packages))
     who = sources.without_login(source, id_token_file)
+    logged_in = False
     if who is None:
         asked = [entry for entry in cache.entries() if entry[0].asks(url, *request)]
         mine, held = _remembered(sources, asked, None, issuer)
@@ -93,8 +94,9 @@ def get_grant(
         if source != "device" and not interactive:
             raise IdentityError(sources.nothing_found(interactive))
         who = sources.login(out or sys.stderr, browser_opener(), None, time.sleep)
+        logged_in = True
     key = CacheKey(url, *request, identity=who.binding, source=_source(who))
-    if not refresh and who.source != "device":
+    if not refresh and not logged_in:
         cached = cache.get(key, min_seconds_left)
         if cached is not None:
             return cached

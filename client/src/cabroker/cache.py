@@ -280,6 +280,8 @@ class KeyringStore:
         directory: Path | None = None,
         *,
         item_limit: int | None = None,
+        service: str = KEYRING_SERVICE,
+        spill_name: str = TOKENS_FILE,
     ) -> None:
         if backend is None:
             backend = system_keyring()
@@ -290,7 +292,8 @@ class KeyringStore:
         self.backend = backend
         self.directory = directory if directory is not None else cache_dir()
         self.item_limit = item_limit if item_limit is not None else blob_limit(backend)
-        self.spill = FileStore(self.directory / TOKENS_FILE)
+        self.service = service
+        self.spill = FileStore(self.directory / spill_name)
 
     def __repr__(self) -> str:
         return f"KeyringStore({type(self.backend).__module__}.{type(self.backend).__name__})"
@@ -307,7 +310,7 @@ class KeyringStore:
 
         spilled, spill_sound = self.spill.read()
         try:
-            index = self.backend.get_password(KEYRING_SERVICE, KEYRING_INDEX)
+            index = self.backend.get_password(self.service, KEYRING_INDEX)
             if index is None:
                 return spilled, spill_sound
             try:
@@ -319,7 +322,7 @@ class KeyringStore:
             entries: RawEntries = {}
             sound = spill_sound
             for item in items:
-                text = self.backend.get_password(KEYRING_SERVICE, item)
+                text = self.backend.get_password(self.service, item)
                 try:
                     value = json.loads(text) if text is not None else None
                 except ValueError:
@@ -357,11 +360,11 @@ class KeyringStore:
                     continue
                 kept.append(self.item(key))
             self.backend.set_password(
-                KEYRING_SERVICE, KEYRING_INDEX, json.dumps(sorted(kept), separators=(",", ":"))
+                self.service, KEYRING_INDEX, json.dumps(sorted(kept), separators=(",", ":"))
             )
             for key in previous.keys() - entries.keys() | spilled.keys():
                 with contextlib.suppress(PasswordDeleteError):
-                    self.backend.delete_password(KEYRING_SERVICE, self.item(key))
+                    self.backend.delete_password(self.service, self.item(key))
         except KeyringError as error:
             raise FilesError(
                 f"cannot write to the system keyring ({type(error).__name__}: {error}); "
@@ -373,9 +376,9 @@ class KeyringStore:
     def _set(self, key: str, text: str) -> bool:
         """Write one item; False when the keyring refuses it (it is kept in the file)."""
         try:
-            current = self.backend.get_password(KEYRING_SERVICE, self.item(key))
+            current = self.backend.get_password(self.service, self.item(key))
             if current != text:
-                self.backend.set_password(KEYRING_SERVICE, self.item(key), text)
+                self.backend.set_password(self.service, self.item(key), text)
         except Exception as error:  # noqa: BLE001 - e.g. pywintypes.error: too big for it
             log.debug("the keyring refused a token (%s): kept in the file", type(error).__name__)
             return False
@@ -502,6 +505,26 @@ def _encode(entries: Mapping[CacheKey, Grant]) -> RawEntries:
     return {str(key): grant.to_json() for key, grant in entries.items()}
 
 
+def default_store(env: Mapping[str, str], file_name: str, service: str) -> Store:
+    """The system keyring (service ``service``, spilling what does not fit to ``file_name``)
+    when one is usable, else the 0600 file ``file_name`` in the cache directory;
+    ``CABROKER_TOKEN_STORE`` (``file``, ``keyring`` or ``auto``) overrides the choice."""
+    choice = (env.get(STORE_ENV) or "auto").strip().lower()
+    if choice not in {"auto", "file", "keyring"}:
+        raise UsageError(f"{STORE_ENV} must be 'file', 'keyring' or 'auto', not {choice!r}")
+    directory = cache_dir(env)
+    if choice != "file":
+        backend = system_keyring()
+        if backend is not None:
+            return KeyringStore(backend, directory, service=service, spill_name=file_name)
+        if choice == "keyring":
+            raise UsageError(
+                f"{STORE_ENV}=keyring but no usable system keyring was found; "
+                f"set {STORE_ENV}=file (or unset it)"
+            )
+    return FileStore(directory / file_name)
+
+
 class TokenCache:
     """The grants obtained so far, by :class:`CacheKey`, in a :class:`Store`."""
 
@@ -515,20 +538,7 @@ class TokenCache:
     def default(cls, env: Mapping[str, str] = os.environ) -> TokenCache:
         """The system keyring when one is usable, else the cache file; ``CABROKER_TOKEN_STORE``
         (``file``, ``keyring`` or ``auto``) overrides the choice."""
-        choice = (env.get(STORE_ENV) or "auto").strip().lower()
-        if choice not in {"auto", "file", "keyring"}:
-            raise UsageError(f"{STORE_ENV} must be 'file', 'keyring' or 'auto', not {choice!r}")
-        directory = cache_dir(env)
-        if choice != "file":
-            backend = system_keyring()
-            if backend is not None:
-                return cls(KeyringStore(backend, directory))
-            if choice == "keyring":
-                raise UsageError(
-                    f"{STORE_ENV}=keyring but no usable system keyring was found; "
-                    f"set {STORE_ENV}=file (or unset it)"
-                )
-        return cls(FileStore(directory / TOKENS_FILE))
+        return cls(default_store(env, TOKENS_FILE, KEYRING_SERVICE))
 
     @property
     def directory(self) -> Path:

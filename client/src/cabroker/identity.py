@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -37,8 +38,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .broker import BrokerConfig, Issuer
 from .config import Audiences, unsafe_url
-from .errors import IdentityError, UsageError
+from .errors import CabrokerError, IdentityError, UsageError
 from .jwt import seconds_left, unverified_claims
+from .logins import Logins
 from .secret import Secret
 
 if TYPE_CHECKING:
@@ -104,6 +106,7 @@ CI_SYSTEMS = (
 GCP = CI_SYSTEMS[1]
 CI_TITLES = ", ".join(ci.title for ci in CI_SYSTEMS)
 
+log = logging.getLogger(__name__)
 _JWT_LIKE = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 
@@ -163,6 +166,7 @@ class Sources:
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     issuer_name: str | None = None
     clock: Callable[[], float] = time.time
+    kept: Logins | None = None  # the interactive logins kept for reuse (default: the user's)
     _config: BrokerConfig | None = None
 
     def config(self) -> BrokerConfig:
@@ -180,7 +184,7 @@ class Sources:
                 f"unknown identity source {source!r}; choose one of {', '.join(SOURCES)}"
             )
         if source == "device":
-            return None
+            return self.kept_login()
         if source == "ambient":
             found, problem = self.ambient()
             if found is None:
@@ -206,7 +210,29 @@ class Sources:
         if ambient_problem is not None:
             # in a CI whose identity failed: say why, rather than start an interactive login
             raise IdentityError(ambient_problem)
-        return None
+        return self.kept_login()
+
+    def logins(self) -> Logins:
+        if self.kept is None:
+            self.kept = Logins.default(self.env)
+        return self.kept
+
+    def kept_login(self) -> Identity | None:
+        """The interactive login kept for this broker (at ``--issuer``, if named) while its ID
+        token is valid and still for this broker only (:mod:`cabroker.logins`)."""
+        try:
+            found = self.logins().get(self.audiences.broker_url, self.issuer_name)
+        except CabrokerError as error:
+            log.debug("no kept login (%s)", error.message)
+            return None
+        if found is None:
+            return None
+        name, token = found
+        where = f"the login to {name} kept from earlier"
+        try:
+            return _with_where(self._check(token, where, "device", "log in again"), name)
+        except IdentityError:
+            return None
 
     def _named(self, found: Identity) -> Identity:
         """``found``, when it comes from the issuer ``--issuer`` names (if it names one)."""
@@ -374,6 +400,13 @@ class Sources:
             raise IdentityError(
                 f"{where} returned an ID token issued by {_clean(found.iss)}, not {chosen.url}"
             )
+        if found.expires_at is not None:
+            try:  # one login serves every command while it is valid
+                self.logins().put(
+                    self.audiences.broker_url, chosen.name, token, found.expires_at.timestamp()
+                )
+            except CabrokerError as error:
+                log.debug("the login is not kept (%s)", error.message)
         return _with_where(found, chosen.name)
 
     # ------------------------------------------------------------------ messages

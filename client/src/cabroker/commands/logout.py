@@ -23,8 +23,11 @@ def run(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         print(outcome)
     if not args.keep_cache:
+        from ..logins import Logins
+
         TokenCache.default().clear()
-        print("forgot the cached tokens")
+        Logins.default().clear()
+        print("forgot the cached tokens and interactive logins")
     print(
         "note: variables already exported into shells (cabroker env, GITHUB_ENV) hold a token "
         "that stays valid until it expires; close those shells or unset them"
