@@ -3,13 +3,15 @@ and KMS key (moto), the broker's workers standing in for warm Lambda instances."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from moto.dynamodb.models import DynamoDBBackend
 
 from devstack.demo import CI_CLAIMS
 from devstack.provision import admin_session
@@ -31,6 +33,27 @@ def table_items(devstack: Running) -> list[dict[str, Any]]:
     return [dict(item) for item in dynamodb.scan(TableName=table)["Items"]]
 
 
+@pytest.fixture
+def atomic_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB checks a write's condition and writes the item as one step; moto (whose server
+    runs on threads of this process) checks, then writes, with nothing in between to stop
+    another request. Both workers could find the lease free and both mint: two tokens for one
+    pipeline, on a loaded machine. Here moto's item writes take turns, as in DynamoDB.
+    (tests/unit/broker/test_sharedcache.py proves the race and the remedy.)"""
+    lock = threading.Lock()
+
+    def serialized(write: Callable[..., Any]) -> Callable[..., Any]:
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return write(*args, **kwargs)
+
+        return locked
+
+    for name in ("put_item", "delete_item", "update_item"):
+        monkeypatch.setattr(DynamoDBBackend, name, serialized(getattr(DynamoDBBackend, name)))
+
+
+@pytest.mark.usefixtures("atomic_items")
 def test_a_burst_over_the_workers_mints_one_token_per_pipeline(devstack: Running) -> None:
     claims = {**CI_CLAIMS, "sub": "repo:acme/burst:ref:refs/heads/main", "repository": "acme/burst"}
     id_tokens = [devstack.id_token("github", claims) for _ in range(8)]

@@ -1,6 +1,8 @@
 """The shared token cache (DynamoDB + KMS, moto): sharing, single flight, expiry, failures.
 
-Each ``SharedTokens`` here stands for one warm Lambda instance; they share moto's table.
+Each ``SharedTokens`` here stands for one warm Lambda instance; they share moto's table. Time is
+the fake :class:`Clock`'s (and the deadline's, through :func:`fake_deadline`): it moves only
+when a test moves it, so no expectation depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -8,12 +10,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 
 from broker import deadline
 from broker.grants import ResolvedGrant
@@ -31,8 +37,48 @@ TABLE = "cabroker-cache"
 SECRET = "ca-token-" + "s3cr3t" * 20
 
 
+class AtomicItems:
+    """DynamoDB checks a write's condition and writes the item as one step; moto checks, then
+    writes, with nothing in between to stop another thread. Two instances racing for a lease
+    could both find it free and both mint (``assert 2 == 1`` on a loaded machine, when a thread
+    switch fell between the check and the write). Here moto's item writes take turns, as in
+    DynamoDB; ``on_contention`` is called when a write has to wait for another.
+    """
+
+    WRITES = ("put_item", "delete_item", "update_item")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.on_contention: Callable[[], None] = lambda: None
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in self.WRITES:
+            monkeypatch.setattr(
+                DynamoDBBackend, name, self._serialized(getattr(DynamoDBBackend, name))
+            )
+
+    def _serialized(self, write: Callable[..., Any]) -> Callable[..., Any]:
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            if not self._lock.acquire(blocking=False):
+                self.on_contention()
+                self._lock.acquire()
+            try:
+                return write(*args, **kwargs)
+            finally:
+                self._lock.release()
+
+        return serialized
+
+
 @pytest.fixture
-def aws_clients() -> Iterator[tuple[DynamoDBClient, KMSClient, str]]:
+def atomic_items(monkeypatch: pytest.MonkeyPatch) -> AtomicItems:
+    items = AtomicItems()
+    items.install(monkeypatch)
+    return items
+
+
+@pytest.fixture
+def aws_clients(atomic_items: AtomicItems) -> Iterator[tuple[DynamoDBClient, KMSClient, str]]:
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         kms = boto3.client("kms", region_name="us-east-1")
@@ -57,6 +103,16 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@contextmanager
+def fake_deadline(clock: Clock, seconds: float) -> Iterator[None]:
+    """A request deadline ``seconds`` from now on ``clock``: the time left shrinks only when the
+    test moves the clock (the real one is ``time.monotonic``, which moves on a loaded machine)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deadline, "time", SimpleNamespace(monotonic=clock))
+        with deadline.scope(seconds):
+            yield
 
 
 Make = Callable[..., SharedTokens]
@@ -99,19 +155,21 @@ def grant(repository: str = "internal", duration: int = 3600) -> ResolvedGrant:
 class Mints:
     """A mint function that counts its calls (the AssumeRole + GetAuthorizationToken pair)."""
 
-    def __init__(self, clock: Clock, *, lifetime: int = 3600, delay: float = 0.0) -> None:
+    def __init__(
+        self, clock: Clock, *, lifetime: int = 3600, until: Callable[[], None] | None = None
+    ) -> None:
         self.calls = 0
         self.clock = clock
         self.lifetime = lifetime
-        self.delay = delay
+        self.until = until  # returns when the mint may finish (an event, not a delay)
         self.lock = threading.Lock()
 
     def __call__(self) -> MintedToken:
         with self.lock:
             self.calls += 1
             n = self.calls
-        if self.delay:
-            time.sleep(self.delay)
+        if self.until is not None:
+            self.until()
         return MintedToken(
             token=f"{SECRET}-{n}",
             expires_at=datetime.fromtimestamp(self.clock.now + self.lifetime, UTC),
@@ -220,8 +278,38 @@ def test_an_older_token_never_replaces_a_longer_lived_one(make: Make, clock: Clo
 
 
 def test_concurrent_misses_on_many_instances_mint_once(make: Make, clock: Clock) -> None:
+    """Eight instances miss at once: one takes the lease and mints, the seven others wait.
+
+    Nothing here depends on speed. The clock stands still, so no waiter's budget runs out and
+    no lease lapses however slow the machine; the mint finishes only once the seven others have
+    each found the lease taken, so every run exercises the waiting (never a lucky order in which
+    the instances simply ran one after another).
+    """
     instances = [make(sleep=time.sleep) for _ in range(8)]
-    mint = Mints(clock, delay=0.3)
+    refused: set[int] = set()
+    turned_away = threading.Condition()
+
+    def count_refusals(index: int, cache: SharedTokens) -> None:
+        take = cache._lease
+
+        def lease(key: str, lease: str) -> bool:
+            if take(key, lease):
+                return True
+            with turned_away:
+                refused.add(index)
+                turned_away.notify_all()
+            return False
+
+        cache._lease = lease  # type: ignore[method-assign]
+
+    for index, cache in enumerate(instances):
+        count_refusals(index, cache)
+
+    def all_others_waiting() -> None:
+        with turned_away:
+            turned_away.wait_for(lambda: len(refused) == len(instances) - 1, timeout=60)
+
+    mint = Mints(clock, until=all_others_waiting)
     key = instances[0].key(identity(), grant())
     results: list[tuple[MintedToken, str]] = []
     start = threading.Barrier(len(instances))
@@ -230,14 +318,58 @@ def test_concurrent_misses_on_many_instances_mint_once(make: Make, clock: Clock)
         start.wait()
         results.append(cache.get_or_mint(key, mint, fresh_for(clock)))
 
-    threads = [threading.Thread(target=run, args=(cache,)) for cache in instances]
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in instances]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=120)  # a hang guard only: a correct run takes well under a second
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(refused) == len(instances) - 1  # all seven did wait on the lease
     assert mint.calls == 1
     assert sorted(source for _, source in results) == ["minted"] + ["shared"] * 7
     assert {minted.token for minted, _ in results} == {f"{SECRET}-1"}
+
+
+def test_instances_racing_for_the_lease_get_it_once(
+    make: Make, clock: Clock, atomic_items: AtomicItems, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The single flight rests on DynamoDB's conditional write being atomic: of two instances
+    putting the lease at once, one gets it. The first put is held between reading the item and
+    writing it until the second has either finished (moto alone: both would get the lease) or
+    had to wait its turn (as in DynamoDB, and here through :class:`AtomicItems`)."""
+    one, two = make(), make()
+    key = one.key(identity(), grant())
+    moved = threading.Event()  # the second put finished, or is waiting its turn
+    atomic_items.on_contention = moved.set
+    paused: list[bool] = []
+    read = Table.get_item
+
+    def get_item(table: Table, *args: Any, **kwargs: Any) -> Any:
+        current = read(table, *args, **kwargs)
+        with atomic_items_guard:
+            first = not paused
+            paused.append(True)
+        if first:
+            assert moved.wait(timeout=60), "the second put neither finished nor waited"
+        return current
+
+    atomic_items_guard = threading.Lock()
+    monkeypatch.setattr(Table, "get_item", get_item)
+    taken: dict[str, bool] = {}
+
+    def race(name: str, cache: SharedTokens) -> None:
+        taken[name] = cache._lease(key, name)
+        moved.set()
+
+    threads = [
+        threading.Thread(target=race, args=pair, daemon=True)
+        for pair in [("one", one), ("two", two)]
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(taken.values()) == [False, True]
 
 
 def test_a_waiter_gives_up_and_mints_when_the_minter_never_delivers(
@@ -293,9 +425,12 @@ def test_the_wait_is_bounded_by_the_request_deadline(make: Make, clock: Clock) -
         waited.append(seconds)
         clock.now += seconds
 
-    with deadline.scope(2.0):
+    # on the fake clock: with the real one, a loaded machine could spend the half second
+    # between here and the first look at the deadline, and the table would not be asked at all
+    with fake_deadline(clock, 2.0):
         make(sleep=sleep, wait=3.0).get_or_mint(key, Mints(clock), fresh_for(clock))
     assert 0 < sum(waited) <= 1.2  # half the time left, so minting itself still fits
+    assert sum(waited) >= 1.0  # and all of that half
 
 
 def test_with_little_time_left_the_table_is_not_asked(
