@@ -33,7 +33,7 @@ def _options(args: argparse.Namespace, **overrides: Any) -> Options:
     return options
 
 
-def instructions(state: dict[str, Any]) -> str:
+def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
     """Copy-paste commands for the running devstack (POSIX shell, python3 for JSON)."""
     github = state["issuers"]["github"]["mint_url"]
     corp = state["issuers"]["corp"]["mint_url"]
@@ -57,6 +57,7 @@ The devstack is running (state: see DEVSTACK_STATE or .devstack/state.json).
   AWS endpoint    {state["aws_endpoint_url"]}   (STS, IAM, SSM, CodeArtifact)
   identity (IdP)  {state["issuers"]["github"]["url"].rsplit("/", 1)[0]}/{{github,corp}}
   public index    {state["public_index_url"]}
+  broker log      {broker_log or "this console"}   (JSON; here: one line per request)
 
 Try it (another terminal):
 
@@ -102,7 +103,11 @@ def publish_samples(state: dict[str, Any], work_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stack = Devstack(_options(args))
+    options = _options(args)
+    options.broker_log = options.work_dir / "broker.log"
+    options.work_dir.mkdir(parents=True, exist_ok=True)
+    options.broker_log.write_text("", encoding="utf-8")  # this run's lines only
+    stack = Devstack(options)
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         publish_samples(state, stack.options.work_dir)
         if sys.stdin.isatty():
             stack.approve_from_console(sys.stdin, sys.stdout)
-        print(instructions(state))
+        print(instructions(state, options.broker_log))
         print(f"(started in {time.monotonic() - started:.1f} s)", flush=True)
         stopping.wait()
     finally:
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--instances", type=int, default=2, help="warm broker instances")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("devstack.gateway").setLevel(
         logging.INFO if args.command == "run" else logging.WARNING
     )

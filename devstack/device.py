@@ -315,8 +315,11 @@ class ConsoleApprover:
     """Approves device logins from a terminal: one prompt per login, one line per answer.
 
     An empty line approves as the issuer's first user, a user's name approves as that user,
-    ``deny`` denies.  It runs in a daemon thread and stops at the end of its input; the devstack
-    starts it only when stdin is a TTY.
+    ``deny`` denies.  The prompt always stands for the newest pending login: the pending logins
+    are read again when the user answers, and an answer typed while a newer login started is
+    taken as an answer to nothing (the prompt shows the newer code and asks again).  It runs in
+    a daemon thread and stops at the end of its input; the devstack starts it only when stdin
+    is a TTY.
     """
 
     def __init__(self, provider: IdentityProvider, stdin: TextIO, stdout: TextIO) -> None:
@@ -324,6 +327,8 @@ class ConsoleApprover:
         self._stdin = stdin
         self._stdout = stdout
         self._requests: queue.Queue[PendingRequest | None] = queue.Queue()
+        self._order: list[PendingRequest] = []  # notified logins, oldest first
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="device-approver", daemon=True)
 
     def start(self) -> None:
@@ -337,22 +342,40 @@ class ConsoleApprover:
 
     def notify(self, issuer: str, request: PendingRequest) -> None:
         """The provider's ``on_device_request`` hook: queue the request, return at once."""
+        with self._lock:
+            self._order.append(request)
         self._requests.put(request)
 
+    def newest(self) -> PendingRequest | None:
+        """The newest login pending now (read from the issuers, not from what was notified)."""
+        pending = [
+            request
+            for issuer in self._provider.issuers.values()
+            if issuer.client_id  # the issuers with device login
+            for request in issuer.pending()
+        ]
+        with self._lock:
+            self._order = [request for request in self._order if request in pending]
+            rank = {request: number for number, request in enumerate(self._order)}
+        # Logins never notified (started before the hook was set) count as the oldest.
+        return max(pending, key=lambda r: (rank.get(r, -1), r.expires_at), default=None)
+
     def _run(self) -> None:
-        while (request := self._requests.get()) is not None:
-            if not self.answer(request):
-                return
+        while self._requests.get() is not None:
+            while (request := self.newest()) is not None:
+                if not self.answer(request):
+                    return
 
     def answer(self, request: PendingRequest) -> bool:
         """Ask about one request still pending (else say nothing); False when the input has
-        ended."""
-        issuer = self._provider.issuers.get(request.issuer)
-        if issuer is None or request not in issuer.pending():
-            return True  # decided elsewhere (the page, the API) or expired meanwhile
-        users = list(issuer.users)
-        choices = f"[{users[0]}]" + "".join(f" {user}" for user in users[1:])
+        ended.  An answer applies only while ``request`` is the newest pending login; else
+        the newest is shown and asked about."""
         while True:
+            issuer = self._provider.issuers.get(request.issuer)
+            if issuer is None or request not in issuer.pending():
+                return True  # decided elsewhere (the page, the API) or expired meanwhile
+            users = list(issuer.users)
+            choices = f"[{users[0]}]" + "".join(f" {user}" for user in users[1:])
             self._say(
                 f"{request.issuer}: device login requested, code {request.user_code}. "
                 f"Approve as which user? {choices}, or 'deny': "
@@ -361,6 +384,14 @@ class ConsoleApprover:
             if not line:
                 self._say(f"\n{request.issuer}: no more input; {request.user_code} stays pending\n")
                 return False
+            newest = self.newest()
+            if newest is not None and newest != request:
+                self._say(
+                    f"{request.issuer}: {request.user_code} is not the newest login; "
+                    f"now pending is {newest.user_code} ({newest.issuer}): answer again\n"
+                )
+                request = newest
+                continue
             choice = line.strip()
             try:
                 if choice.lower() == "deny":

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -73,6 +74,22 @@ class Context:
         return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
+AUDIT_FIELDS = ("decision", "issuer", "subject")
+
+
+class _Audit(logging.Handler):
+    """In a worker: the decision and caller of the invocation's audit log line (the broker
+    logs ``decision``, ``issuer`` and ``subject`` as fields of the record)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "decision"):
+            self.fields = {k: str(getattr(record, k)) for k in AUDIT_FIELDS if hasattr(record, k)}
+
+
 def _worker(  # pragma: no cover - runs in the worker process
     connection: Connection,
     environment: dict[str, str],
@@ -94,17 +111,20 @@ def _worker(  # pragma: no cover - runs in the worker process
     sys.path.insert(0, code_dir)
     module_name, _, function_name = handler.rpartition(".")
     function = getattr(importlib.import_module(module_name), function_name)
+    audit = _Audit()
+    logging.getLogger().addHandler(audit)
     connection.send(("ready", None))
     while True:
         try:
             event, context = connection.recv()
         except EOFError:
             return
+        audit.fields = {}
         try:
             context.deadline = time.monotonic() + context.deadline
-            connection.send(("ok", function(event, context)))
+            connection.send(("ok", function(event, context), audit.fields))
         except Exception as error:  # noqa: BLE001 - reported as the function's error
-            connection.send(("error", type(error).__name__))
+            connection.send(("error", type(error).__name__, audit.fields))
 
 
 class Worker:
@@ -152,6 +172,12 @@ class FunctionSpec:
     log_path: str | None = None
 
 
+@dataclass
+class Invocation:
+    result: dict[str, Any] | None  # None: the function failed or timed out
+    audit: dict[str, str]  # the invocation's decision, issuer and subject, as it logged them
+
+
 class Pool:
     """Warm instances of the function; a request waits for a free one (``size`` at most)."""
 
@@ -165,6 +191,10 @@ class Pool:
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """The handler's answer, or None when it failed or timed out (the worker is replaced)."""
+        return self.call(event).result
+
+    def call(self, event: dict[str, Any]) -> Invocation:
+        """The handler's answer (None: failed or timed out) and its audit fields."""
         worker = self._idle.get()
         spec = self.spec
         context = Context(
@@ -177,12 +207,12 @@ class Pool:
         try:
             worker.connection.send((event, context))
             if worker.connection.poll(spec.timeout):
-                status, result = worker.connection.recv()
+                status, result, audit = worker.connection.recv()
                 self._idle.put(worker)
                 if status == "ok" and isinstance(result, dict):
-                    return result
+                    return Invocation(result, audit)
                 log.error("the function failed: %s", result)
-                return None
+                return Invocation(None, audit)
             log.error("the function timed out after %s s; replacing the instance", spec.timeout)
         except (OSError, EOFError):
             log.error("the function's instance died; replacing it")
@@ -191,11 +221,20 @@ class Pool:
         replacement.wait_ready(timeout=60)
         self._workers = [w for w in self._workers if w is not worker] + [replacement]
         self._idle.put(replacement)
-        return None
+        return Invocation(None, {})
 
     def stop(self) -> None:
         for worker in self._workers:
             worker.stop()
+
+
+def console_line(
+    method: str, path: str, status: int, audit: Mapping[str, str], milliseconds: float
+) -> str:
+    """One short line per request: ``POST /v1/token 200 allow corp/alice 12 ms`` (``-`` for a
+    decision or caller the function did not log).  Never a token: only the audit fields."""
+    who = "/".join(audit[k] for k in ("issuer", "subject") if audit.get(k)) or "-"
+    return f"{method} {path} {status} {audit.get('decision') or '-'} {who} {milliseconds:.0f} ms"
 
 
 def stop_resource_tracker() -> None:
@@ -299,6 +338,7 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         max_body: int = 10 * 1024 * 1024,
+        access_log: Path | None = None,
     ) -> None:
         self.pool = pool
         self.bucket = bucket
@@ -306,6 +346,8 @@ class Gateway:
         self.routes = routes
         self.max_body = max_body
         self.requests = 0
+        self.access_log = access_log  # API Gateway's JSON access log lines go here
+        self._access_lock = threading.Lock()
         self.throttled = 0
         self._server: BaseWSGIServer = make_server(host, port, self, threaded=True)
         self.url = f"http://{host}:{self._server.server_port}"
@@ -316,37 +358,44 @@ class Gateway:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         started = time.monotonic()
-        response = self.respond(request)
+        response, audit = self._respond(request)
+        took = (time.monotonic() - started) * 1000
         log.info(
-            "%s",
-            json.dumps(
+            "%s", console_line(request.method, request.path, response.status_code, audit, took)
+        )
+        if self.access_log is not None:
+            line = json.dumps(
                 {
                     "ip": request.remote_addr,
                     "httpMethod": request.method,
                     "path": request.path,
                     "status": response.status_code,
-                    "responseLatency": round((time.monotonic() - started) * 1000, 1),
+                    "responseLatency": round(took, 1),
                     "userAgent": request.user_agent.string,
                 }
-            ),
-        )
+            )
+            with self._access_lock, self.access_log.open("a", encoding="utf-8") as sink:
+                sink.write(line + "\n")
         return response(environ, start_response)
 
     def respond(self, request: Request) -> Response:
+        return self._respond(request)[0]
+
+    def _respond(self, request: Request) -> tuple[Response, dict[str, str]]:
         self.requests += 1
         bucket = self.route_buckets.get(f"{request.method} {request.path}", self.bucket)
         if bucket is not None and not bucket.take():
             self.throttled += 1
-            return _message(429, "Too Many Requests")
+            return _message(429, "Too Many Requests"), {}
         length = request.content_length or 0
         if length > self.max_body:
-            return _message(413, "Request Entity Too Large")
+            return _message(413, "Request Entity Too Large"), {}
         body = request.get_data(cache=False)
         event = http_api_event(request, self.routes, body, self.pool.spec.account)
-        result = self.pool.invoke(event)
-        if result is None:
-            return _message(500, "Internal Server Error")
-        return http_response(result)
+        invocation = self.pool.call(event)
+        if invocation.result is None:
+            return _message(500, "Internal Server Error"), invocation.audit
+        return http_response(invocation.result), invocation.audit
 
     def start(self) -> None:
         self._thread.start()

@@ -58,7 +58,9 @@ class Options:
     port_base: int = 0  # 0: ephemeral ports; else broker, aws, idp, public = base .. base+3
     instances: int = 2  # warm Lambda instances of the broker
     rules_cache_seconds: int = 5  # how soon the broker sees rule edits (SSM cache)
-    broker_log: Path | None = None  # the broker's log lines; None: this process's stdout
+    # The broker's JSON log lines and the API's access log; None: this process's stdout (the
+    # broker's) and nowhere (the access log). The console has one short line per request.
+    broker_log: Path | None = None
     device_interval: int = 5
     watch_rules: bool = True
     throttle: bool = True  # the template's API throttling (off only to measure capacity)
@@ -224,6 +226,7 @@ class Devstack:
             TokenBucket(api.rate_limit, api.burst_limit) if self.options.throttle else None,
             self.deployment.routes,
             port=self._port(0),
+            access_log=self.options.broker_log,
         )
         if self.options.throttle:
             self.gateway.route_buckets = {

@@ -299,6 +299,9 @@ class _AnsweringPool:
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         return {"statusCode": 200, "body": "{}", "headers": {}}
 
+    def call(self, event: dict[str, Any]) -> gateway.Invocation:
+        return gateway.Invocation(self.invoke(event), {})
+
 
 def test_a_route_with_its_own_settings_has_its_own_bucket(clock: Clock) -> None:
     from typing import cast
@@ -316,3 +319,10 @@ def test_a_route_with_its_own_settings_has_its_own_bucket(clock: Clock) -> None:
         assert client.get("/v1/config").status_code == 200  # the default bucket still has room
     finally:
         gw.stop()
+
+
+def test_the_console_line_names_the_decision_and_caller_never_more() -> None:
+    audit = {"decision": "allow", "issuer": "corp", "subject": "alice", "token": "secret"}
+    line = gateway.console_line("POST", "/v1/token", 200, audit, 12.4)
+    assert line == "POST /v1/token 200 allow corp/alice 12 ms"
+    assert gateway.console_line("GET", "/v1/config", 200, {}, 3) == "GET /v1/config 200 - - 3 ms"

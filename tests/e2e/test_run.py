@@ -72,6 +72,7 @@ def _run_until_sigterm(env: dict[str, str], state_file: Path, log: Any, tmp_path
         printed = log.seek(0) or log.read()
         _the_printed_commands_work(printed, tmp_path)
         _the_printed_client_commands_work(printed, state, tmp_path)
+        _the_console_has_one_short_line_per_request(log.seek(0) or log.read())
     finally:
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=30)
@@ -227,3 +228,17 @@ def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_p
         check=False,
     )
     assert installed.stdout.strip() == "1.1.0", installed.stderr
+
+
+def _the_console_has_one_short_line_per_request(console: str) -> None:
+    """Requests show as ``POST /v1/token 200 allow corp/alice 12 ms``; the broker's JSON lines
+    are in the log file the banner names, not on the console."""
+    assert re.search(r"POST /v1/token 200 allow corp/alice \d+ ms", console), console
+    assert re.search(r"GET /v1/config 200 - - \d+ ms", console), console
+    assert '"decision"' not in console
+    assert '"token"' not in console
+    named = re.search(r"broker log +(\S+)", console)
+    assert named is not None
+    broker_log = Path(named.group(1)).read_text(encoding="utf-8")
+    assert '"decision": "allow"' in broker_log or '"decision":"allow"' in broker_log
+    assert '"httpMethod": "POST"' in broker_log
