@@ -18,7 +18,7 @@ CLASSES = [
 def test_every_problem_type_is_unique_and_documented() -> None:
     slugs = [cls.slug for cls in CLASSES]
     assert len(slugs) == len(set(slugs))
-    readme = Path(problems.__file__).resolve().parents[2] / "README.md"
+    readme = Path(problems.__file__).resolve().parents[2] / "docs" / "api.md"
     documented = readme.read_text(encoding="utf-8")
     for slug in slugs:
         assert f"urn:cabroker:problem:{slug}" in documented, slug
