@@ -210,3 +210,30 @@ def test_the_readme_and_the_architecture_page_draw_the_same_flow() -> None:
     architecture = MERMAID.findall((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
     assert len(readme) == 1
     assert readme[0] in architecture
+
+
+# --- the admin page covers the whole template -----------------------------------------------
+
+
+def template_section(name: str) -> list[str]:
+    """The logical names directly under a top-level section of template.yaml."""
+    text = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    section = re.search(rf"^{name}:\n(.*?)(?=^\S|\Z)", text, re.S | re.M)
+    assert section is not None, name
+    return re.findall(r"^  ([A-Za-z0-9]+):", section.group(1), re.M)
+
+
+@pytest.mark.parametrize("section", ["Parameters", "Outputs"])
+def test_every_template_parameter_and_output_is_on_the_admin_page(section: str) -> None:
+    admin = (ROOT / "docs" / "admin.md").read_text(encoding="utf-8")
+    names = template_section(section)
+    assert len(names) >= 8
+    assert [name for name in names if f"`{name}`" not in admin] == []
+
+
+def test_every_setting_the_function_reads_is_on_the_admin_page() -> None:
+    settings = (ROOT / "functions" / "broker" / "settings.py").read_text(encoding="utf-8")
+    names = set(re.findall(r"\"(BROKER_[A-Z_]+)\"", settings))
+    admin = (ROOT / "docs" / "admin.md").read_text(encoding="utf-8")
+    assert len(names) >= 20
+    assert sorted(name for name in names if f"`{name}`" not in admin) == []
