@@ -22,6 +22,7 @@ from typing import Any
 from devstack.demo import ACME_LIB_VERSIONS, publish_acme_lib
 from devstack.gateway import stop_resource_tracker
 from devstack.stack import Devstack, Options
+from devstack.terminal import own_foreground
 from devstack.tools import BIN, Tools
 from devstack.tools import Devstack as Running
 
@@ -115,13 +116,18 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    with own_foreground():  # the terminal's Ctrl-C for the devstack alone, not make
+        return _serve(stack, options.broker_log, stopping)
+
+
+def _serve(stack: Devstack, broker_log: Path, stopping: threading.Event) -> int:
     try:
         started = time.monotonic()
         state = stack.start()
         publish_samples(state, stack.options.work_dir)
         if sys.stdin.isatty():
             stack.approve_from_console(sys.stdin, sys.stdout)
-        print(instructions(state, options.broker_log))
+        print(instructions(state, broker_log))
         print(f"(started in {time.monotonic() - started:.1f} s)", flush=True)
         stopping.wait()
     finally:
