@@ -2,7 +2,7 @@
 
 Core modules raise these exceptions; only the edge (``app.py``) turns them into HTTP
 responses, through :func:`problem_response`.  Every class has one status and one stable
-``type`` slug, documented in the README.  A ``detail`` never contains a token, an ID token or
+``type`` slug, documented in docs/api.md.  A ``detail`` never contains a token, an ID token or
 the rules' secrets: it says what was asked and what to do.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from aws_lambda_powertools.event_handler import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-# A stable, non-dereferenceable identifier per problem type (RFC 9457 §3.1.1), listed in README.
+# A stable, non-dereferenceable identifier per problem type (RFC 9457 §3.1.1): docs/api.md.
 TYPE_BASE = "urn:cabroker:problem:"
 
 

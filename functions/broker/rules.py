@@ -1,8 +1,9 @@
 """The access-rules document: load, validate strictly, compile, match.
 
-Rules are data compiled once at load (the README's "Access rules").  A bad document is refused as a
-whole with the rule's name, the field and the reason; the broker then refuses to serve rather than
-fall open.  Matching works on claims that :mod:`broker.identity` has already verified.
+Rules are data compiled once at load (docs/admin.md, "Access rules").  A bad document is refused
+as a whole with the rule's name, the field and the reason; the broker then refuses to serve
+rather than fall open.  Matching works on claims that :mod:`broker.identity` has already
+verified.
 
 Claim constraints are anchored, case-sensitive globs in which ``*`` matches any run of
 characters (``/`` included) and every other character stands for itself.  A constraint is one
@@ -212,7 +213,7 @@ def _issuers(raw: object) -> dict[str, Issuer]:
 def issuer_url_error(url: str) -> str | None:
     """Why ``url`` cannot be a trusted issuer, or ``None``.
 
-    Issuers must be ``https://``; loopback hosts may use ``http://`` (the README's "Access rules").
+    Issuers must be ``https://``; loopback hosts may use ``http://`` (docs/admin.md).
     """
     try:
         parts = urlsplit(url)

@@ -1,7 +1,7 @@
 """Function settings, read from ``BROKER_*`` environment variables and validated once.
 
-The required variables are a fixed contract (the README's "Settings"); the optional knobs all have
-defaults and are listed in the README.  Anything wrong is reported with the variable's name.
+The required variables are a fixed contract (docs/admin.md, "Settings"); the optional knobs all have
+defaults and are listed in docs/admin.md.  Anything wrong is reported with the variable's name.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Items in the table (partition key ``pk``, DynamoDB TTL on ``ttl``):
   itself if that instance dies.
 - ``jti#…`` items belong to the replay guard (:mod:`broker.replay`), on the same table.
 
-Sharing (``BROKER_SHARED_CACHE``; the README discusses the trade-off):
+Sharing (``BROKER_SHARED_CACHE``; docs/admin.md discusses the trade-off):
 
 - ``subject``: the key is the issuer, the subject and the grant. A token is only ever handed to
   the caller it was minted for, so CloudTrail attribution stays exact. The burst saving comes

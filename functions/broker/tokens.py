@@ -1,6 +1,6 @@
 """Minting: sts:AssumeRole with the grant's session policy, then GetAuthorizationToken.
 
-Two in-memory caches per Lambda instance (documented in the README):
+Two in-memory caches per Lambda instance (documented in docs/architecture.md):
 - minted tokens per (issuer, subject, grant), reused while at least half of the requested
   lifetime, and at least the safety margin, remains; bounded in size (least recently used out);
 - repository endpoints per repository, for a TTL.

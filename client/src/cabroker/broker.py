@@ -1,4 +1,4 @@
-"""The broker's HTTP API (the README's "API (v1)"): ``/v1/config``, ``/v1/token``, ``/v1/grants``.
+"""The broker's HTTP API (docs/api.md): ``/v1/config``, ``/v1/token``, ``/v1/grants``.
 
 ``requests`` is imported on first use, not at import time, so commands that never call the
 broker (and the keyring backend for other hosts) stay cheap.

@@ -1,6 +1,6 @@
 """The client's one exception family: each error is one actionable line and an exit code.
 
-Exit codes (documented in the README and ``cabroker --help``):
+Exit codes (documented in docs/client.md and ``cabroker --help``):
 
 ==== =====================================================================================
 0    success

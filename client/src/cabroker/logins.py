@@ -54,7 +54,8 @@ class Logins:
         found = [
             (float(entry["expires"]), str(entry["issuer"]), Secret(str(entry["id_token"])))
             for key, entry in entries.items()
-            if _usable(entry, now) and json.loads(key)[0] == broker_url.rstrip("/")
+            if _usable(entry, now)
+            and json.loads(key)[0] == broker_url.rstrip("/")
             and (issuer is None or entry["issuer"] == issuer)
         ]
         if not found:
@@ -102,4 +103,3 @@ def _usable(entry: object, now: float) -> bool:
         and not isinstance(entry.get("expires"), bool)
         and float(entry["expires"]) > now
     )
-
