@@ -115,8 +115,8 @@ MUTANTS: list[Mutant] = [
     mutant(
         "a kept login serves any broker",
         "client/src/cabroker/logins.py",
-        'if _usable(entry, now) and json.loads(key)[0] == broker_url.rstrip("/")',
-        "if _usable(entry, now)",
+        'and json.loads(key)[0] == broker_url.rstrip("/")',
+        "and True",
         (LOGINS,),
     ),
     mutant(
