@@ -115,7 +115,7 @@ MUTANTS: list[Mutant] = [
     mutant(
         "a kept login serves any broker",
         "client/src/cabroker/logins.py",
-        'and json.loads(key)[0] == broker_url.rstrip("/")',
+        'and _broker_of(key) == broker_url.rstrip("/")',
         "and True",
         (LOGINS,),
     ),

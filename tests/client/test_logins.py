@@ -71,6 +71,13 @@ def test_an_unreadable_entry_is_no_login(logins: Logins, entry: dict[str, object
     assert logins.get(BROKER) is None
 
 
+@pytest.mark.parametrize("key", ["not json", "[]", "[5]", '{"a": 1}'])
+def test_an_odd_key_is_no_login(logins: Logins, key: str) -> None:
+    good = {"issuer": "corp", "id_token": ID_TOKEN, "expires": time.time() + 600}
+    logins.store.write({key: good}, {})
+    assert logins.get(BROKER) is None
+
+
 def test_a_login_too_big_for_the_keyring_is_kept_in_the_file(tmp_path: Path) -> None:
     windows = WindowsLikeKeyring()
     store = KeyringStore(

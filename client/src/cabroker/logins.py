@@ -55,7 +55,7 @@ class Logins:
             (float(entry["expires"]), str(entry["issuer"]), Secret(str(entry["id_token"])))
             for key, entry in entries.items()
             if _usable(entry, now)
-            and json.loads(key)[0] == broker_url.rstrip("/")
+            and _broker_of(key) == broker_url.rstrip("/")
             and (issuer is None or entry["issuer"] == issuer)
         ]
         if not found:
@@ -92,6 +92,15 @@ class Logins:
                 f"cannot keep the login in {self.store.directory} ({error.strerror or error}); "
                 "check that directory's permissions"
             ) from None
+
+
+def _broker_of(key: str) -> str | None:
+    """The broker URL of a stored key, or None when the key is not one of ours."""
+    try:
+        fields = json.loads(key)
+    except ValueError:
+        return None
+    return fields[0] if isinstance(fields, list) and fields and isinstance(fields[0], str) else None
 
 
 def _usable(entry: object, now: float) -> bool:
