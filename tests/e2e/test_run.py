@@ -72,6 +72,7 @@ def _run_until_sigterm(env: dict[str, str], state_file: Path, log: Any, tmp_path
         printed = log.seek(0) or log.read()
         _the_printed_commands_work(printed, tmp_path)
         _the_printed_client_commands_work(printed, state, tmp_path)
+        _the_readme_quick_start_works(state, tmp_path)
         _the_console_has_one_short_line_per_request(log.seek(0) or log.read())
     finally:
         process.send_signal(signal.SIGTERM)
@@ -223,6 +224,58 @@ def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_p
             "-c",
             "import acme_lib as m; print(m.__version__)",
         ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert installed.stdout.strip() == "1.1.0", installed.stderr
+
+
+def _the_readme_quick_start_works(state: dict[str, Any], tmp_path: Path) -> None:
+    """The README's quick start, as written, at the top of the repository: only the URL
+    `make run` printed filled in, a minted engineer's token in place of the device login, and
+    the throwaway virtualenv in the test's directory. acme-lib installs."""
+    from tests.test_docs import quickstart
+
+    block = quickstart()
+    assert "http://127.0.0.1:PORT" in block
+    assert f"CABROKER_AUDIENCE={state['issuers']['corp']['audience']}" in block
+    assert "--identity device" in block
+    status, minted, _ = http_json(
+        "POST", state["issuers"]["corp"]["mint_url"], {"sub": "alice", "groups": ["engineering"]}
+    )
+    assert status == 200
+    jwt = tmp_path / "readme-alice.jwt"
+    jwt.write_text(minted["id_token"])
+    venv = tmp_path / "readme-try"
+    script = (
+        block.replace("http://127.0.0.1:PORT", state["broker_url"])
+        .replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")
+        .replace("/tmp/cabroker-try", shlex.quote(str(venv)))
+    )
+    home = tmp_path / "readme-home"
+    ran = subprocess.run(
+        ["/bin/bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=ROOT,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "CABROKER_TOKEN_STORE": "file",
+            "PIP_NO_INPUT": "1",
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        },
+    )
+    output = re.sub(r"aws:[^@]+@", "aws:****@", ran.stdout + ran.stderr)
+    assert ran.returncode == 0, output
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import acme_lib as m; print(m.__version__)"],
         capture_output=True,
         text=True,
         check=False,
