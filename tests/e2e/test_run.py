@@ -187,48 +187,9 @@ def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_p
     assert "cabroker login --identity device" in block
     assert f"{ROOT}/.venv/bin/cabroker" in block  # absolute paths: any directory works
     assert " .venv/" not in block
-    status, minted, _ = http_json(
-        "POST", state["issuers"]["corp"]["mint_url"], {"sub": "alice", "groups": ["engineering"]}
-    )
-    assert status == 200
-    jwt = tmp_path / "alice.jwt"
-    jwt.write_text(minted["id_token"])
-    script = block.replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")
-    home = tmp_path / "client-home"
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    ran = subprocess.run(
-        ["/bin/bash", "-euo", "pipefail", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        cwd=elsewhere,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(home),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "CABROKER_TOKEN_STORE": "file",
-            "PIP_NO_INPUT": "1",
-            "PIP_CONFIG_FILE": os.devnull,
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        },
-    )
-    output = re.sub(r"aws:[^@]+@", "aws:****@", ran.stdout + ran.stderr)
-    assert ran.returncode == 0, output
-    assert "Available versions: 1.1.0, 1.0.0" in ran.stdout, output
-    installed = subprocess.run(
-        [
-            str(home / "cabroker-try" / "bin" / "python"),
-            "-c",
-            "import acme_lib as m; print(m.__version__)",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert installed.stdout.strip() == "1.1.0", installed.stderr
+    ran = _run_as_alice(block, state, tmp_path / "printed", cwd=tmp_path / "elsewhere")
+    assert "Available versions: 1.1.0, 1.0.0" in ran.stdout, ran.stderr
+    _assert_acme_lib_installed(tmp_path / "printed" / "home" / "cabroker-try")
 
 
 def _the_readme_quick_start_works(state: dict[str, Any], tmp_path: Path) -> None:
@@ -241,26 +202,37 @@ def _the_readme_quick_start_works(state: dict[str, Any], tmp_path: Path) -> None
     assert "http://127.0.0.1:PORT" in block
     assert f"CABROKER_AUDIENCE={state['issuers']['corp']['audience']}" in block
     assert "--identity device" in block
+    venv = tmp_path / "readme" / "try"
+    script = block.replace("http://127.0.0.1:PORT", state["broker_url"]).replace(
+        "/tmp/cabroker-try", shlex.quote(str(venv))
+    )
+    _run_as_alice(script, state, tmp_path / "readme", cwd=ROOT)
+    _assert_acme_lib_installed(venv)
+
+
+def _run_as_alice(
+    script: str, state: dict[str, Any], work: Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``script`` in bash from ``cwd``, in a home of its own under ``work``, with a minted
+    engineer's token in place of the device login (which needs a person;
+    tests/e2e/test_client.py drives that one); it must succeed."""
     status, minted, _ = http_json(
         "POST", state["issuers"]["corp"]["mint_url"], {"sub": "alice", "groups": ["engineering"]}
     )
     assert status == 200
-    jwt = tmp_path / "readme-alice.jwt"
+    work.mkdir(parents=True)
+    cwd.mkdir(parents=True, exist_ok=True)
+    jwt = work / "alice.jwt"
     jwt.write_text(minted["id_token"])
-    venv = tmp_path / "readme-try"
-    script = (
-        block.replace("http://127.0.0.1:PORT", state["broker_url"])
-        .replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")
-        .replace("/tmp/cabroker-try", shlex.quote(str(venv)))
-    )
-    home = tmp_path / "readme-home"
+    home = work / "home"
     ran = subprocess.run(
-        ["/bin/bash", "-euo", "pipefail", "-c", script],
+        ["/bin/bash", "-euo", "pipefail", "-c",
+         script.replace("--identity device", f"--id-token-file {shlex.quote(str(jwt))}")],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
-        cwd=ROOT,
+        cwd=cwd,
         env={
             "PATH": os.environ["PATH"],
             "HOME": str(home),
@@ -271,9 +243,13 @@ def _the_readme_quick_start_works(state: dict[str, Any], tmp_path: Path) -> None
             "PIP_CONFIG_FILE": os.devnull,
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         },
-    )
-    output = re.sub(r"aws:[^@]+@", "aws:****@", ran.stdout + ran.stderr)
-    assert ran.returncode == 0, output
+    )  # fmt: skip
+    assert ran.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", ran.stdout + ran.stderr)
+    return ran
+
+
+def _assert_acme_lib_installed(venv: Path) -> None:
+    """The newest acme-lib, from the private repository, is what ``venv`` imports."""
     installed = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import acme_lib as m; print(m.__version__)"],
         capture_output=True,

@@ -3,20 +3,19 @@ and KMS key (moto), the broker's workers standing in for warm Lambda instances."
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.dynamodb.models import DynamoDBBackend
 
 from devstack.demo import CI_CLAIMS
 from devstack.provision import admin_session
 from devstack.stack import REGION, Devstack, Options
 from devstack.tools import Devstack as Running
+from tests.support.moto_atomic import AtomicItems
 
 
 def table_items(devstack: Running) -> list[dict[str, Any]]:
@@ -35,22 +34,10 @@ def table_items(devstack: Running) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def atomic_items(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB checks a write's condition and writes the item as one step; moto (whose server
-    runs on threads of this process) checks, then writes, with nothing in between to stop
-    another request. Both workers could find the lease free and both mint: two tokens for one
-    pipeline, on a loaded machine. Here moto's item writes take turns, as in DynamoDB.
-    (tests/unit/broker/test_sharedcache.py proves the race and the remedy.)"""
-    lock = threading.Lock()
-
-    def serialized(write: Callable[..., Any]) -> Callable[..., Any]:
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                return write(*args, **kwargs)
-
-        return locked
-
-    for name in ("put_item", "delete_item", "update_item"):
-        monkeypatch.setattr(DynamoDBBackend, name, serialized(getattr(DynamoDBBackend, name)))
+    """moto's item writes take turns, as DynamoDB's do (tests/support/moto_atomic.py): moto's
+    server runs on threads of this process, and without it two workers could both find the
+    lease free and both mint on a loaded machine."""
+    AtomicItems().install(monkeypatch)
 
 
 @pytest.mark.usefixtures("atomic_items")

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 
 from broker import deadline
@@ -28,6 +27,7 @@ from broker.minted import MintedToken
 from broker.problems import ServiceUnavailable
 from broker.rules import Issuer
 from broker.sharedcache import SharedCacheSettings, SharedTokens, Sharing
+from tests.support.moto_atomic import AtomicItems
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -35,39 +35,6 @@ if TYPE_CHECKING:
 
 TABLE = "cabroker-cache"
 SECRET = "ca-token-" + "s3cr3t" * 20
-
-
-class AtomicItems:
-    """DynamoDB checks a write's condition and writes the item as one step; moto checks, then
-    writes, with nothing in between to stop another thread. Two instances racing for a lease
-    could both find it free and both mint (``assert 2 == 1`` on a loaded machine, when a thread
-    switch fell between the check and the write). Here moto's item writes take turns, as in
-    DynamoDB; ``on_contention`` is called when a write has to wait for another.
-    """
-
-    WRITES = ("put_item", "delete_item", "update_item")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.on_contention: Callable[[], None] = lambda: None
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in self.WRITES:
-            monkeypatch.setattr(
-                DynamoDBBackend, name, self._serialized(getattr(DynamoDBBackend, name))
-            )
-
-    def _serialized(self, write: Callable[..., Any]) -> Callable[..., Any]:
-        def serialized(*args: Any, **kwargs: Any) -> Any:
-            if not self._lock.acquire(blocking=False):
-                self.on_contention()
-                self._lock.acquire()
-            try:
-                return write(*args, **kwargs)
-            finally:
-                self._lock.release()
-
-        return serialized
 
 
 @pytest.fixture
