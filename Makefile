@@ -21,10 +21,11 @@ help:
 	@echo "make dist    the client's wheel and sdist in dist/ (what a release publishes)"
 	@echo "make bench   run every benchmark once and print one table (about 3 min)"
 
-$(VENV)/.installed: requirements/dev.txt functions/requirements.txt client/pyproject.toml
+$(VENV)/.installed: requirements/dev.txt requirements/actionlint.txt functions/requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/actionlint.txt
 	touch $@
 
 $(SAMVENV)/.installed: requirements/sam.txt
