@@ -711,7 +711,9 @@ def test_function_environment(stack: Stack, variable: str, expected: str) -> Non
 @pytest.mark.parametrize(
     ("overrides", "mode", "tracer_disabled"),
     [
-        pytest.param({}, "Active", "false", id="traced-by-default"),
+        # Lambda's own X-Ray segments, without the X-Ray SDK's cold start: the default.
+        pytest.param({}, "Active", "true", id="traced-by-default-without-the-sdk"),
+        pytest.param({"Tracing": "Detailed"}, "Active", "false", id="detailed-with-the-tracer"),
         pytest.param({"Tracing": "PassThrough"}, "PassThrough", "true", id="tracing-off"),
     ],
 )
@@ -722,6 +724,21 @@ def test_tracing_switches_x_ray_and_the_tracer_together(
     assert stack.resolve(function_properties(template)["Tracing"]) == mode
     disabled = function_environment(template)["POWERTOOLS_TRACE_DISABLED"]
     assert stack.resolve(disabled) == tracer_disabled
+
+
+@pytest.mark.parametrize("tracing", ["Active", "Detailed", "PassThrough"])
+def test_the_cold_start_benchmark_loads_the_tracer_as_the_template_does(
+    template: dict[str, Any], tracing: str
+) -> None:
+    """bench/broker_request.py measures "the default deployment" with the Tracer on or off as
+    the template's Tracing value turns it on or off."""
+    from bench.broker_request import TRACER_BY_TRACING
+
+    disabled = function_environment(template)["POWERTOOLS_TRACE_DISABLED"]
+    assert Stack(template, {"Tracing": tracing}).resolve(disabled) == (
+        "false" if TRACER_BY_TRACING[tracing] else "true"
+    )
+    assert set(TRACER_BY_TRACING) == set(template["Parameters"]["Tracing"]["AllowedValues"])
 
 
 def test_function_reads_rules_from_ssm_not_a_file(template: dict[str, Any]) -> None:
