@@ -21,6 +21,7 @@ from devstack.demo import CONTRACTOR_CLAIMS
 from devstack.stack import RULES_FILE, Options
 from devstack.stack import Devstack as Stack
 from devstack.tools import Devstack, Tools, http_json
+from tests.support.newcomer import assert_acme_lib_installed, newcomer_env
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS = ROOT / ".venv-awscli" / "bin" / "aws"
@@ -189,13 +190,14 @@ def _the_printed_client_commands_work(printed: str, state: dict[str, Any], tmp_p
     assert " .venv/" not in block
     ran = _run_as_alice(block, state, tmp_path / "printed", cwd=tmp_path / "elsewhere")
     assert "Available versions: 1.1.0, 1.0.0" in ran.stdout, ran.stderr
-    _assert_acme_lib_installed(tmp_path / "printed" / "home" / "cabroker-try")
+    assert_acme_lib_installed(tmp_path / "printed" / "home" / "cabroker-try")
 
 
 def _the_readme_quick_start_works(state: dict[str, Any], tmp_path: Path) -> None:
     """The README's quick start, as written, at the top of the repository: only the URL
     `make run` printed filled in, a minted engineer's token in place of the device login, and
-    the throwaway virtualenv in the test's directory. acme-lib installs."""
+    the throwaway virtualenv in the test's directory. acme-lib installs. (With the device login
+    approved at make run's console: tests/e2e/test_quickstart.py.)"""
     from tests.test_docs import quickstart
 
     block = quickstart()
@@ -207,7 +209,7 @@ def _the_readme_quick_start_works(state: dict[str, Any], tmp_path: Path) -> None
         "/tmp/cabroker-try", shlex.quote(str(venv))
     )
     _run_as_alice(script, state, tmp_path / "readme", cwd=ROOT)
-    _assert_acme_lib_installed(venv)
+    assert_acme_lib_installed(venv)
 
 
 def _run_as_alice(
@@ -233,30 +235,10 @@ def _run_as_alice(
         timeout=180,
         check=False,
         cwd=cwd,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(home),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "CABROKER_TOKEN_STORE": "file",
-            "PIP_NO_INPUT": "1",
-            "PIP_CONFIG_FILE": os.devnull,
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        },
+        env=newcomer_env(home),
     )  # fmt: skip
     assert ran.returncode == 0, re.sub(r"aws:[^@]+@", "aws:****@", ran.stdout + ran.stderr)
     return ran
-
-
-def _assert_acme_lib_installed(venv: Path) -> None:
-    """The newest acme-lib, from the private repository, is what ``venv`` imports."""
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import acme_lib as m; print(m.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert installed.stdout.strip() == "1.1.0", installed.stderr
 
 
 def _the_console_has_one_short_line_per_request(console: str) -> None:

@@ -23,13 +23,16 @@ from typing import IO
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BANNER = "Ctrl-C stops everything"
-START_TIMEOUT = 180  # a loaded 2-core CI machine
-STOP_TIMEOUT = 30
+from tests.support.terminal import (
+    BANNER,
+    MAKE_RUN,
+    ROOT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    make_run_in_a_terminal,
+)
+
 PYTHON_RUN = [sys.executable, "-m", "devstack", "run"]
-# -o: the virtualenv counts as built (CI built it; the test must not reinstall it).
-MAKE_RUN = ["make", "--no-print-directory", "-o", ".venv/.installed", "run"]
 
 
 @dataclass
@@ -141,59 +144,6 @@ def test_ctrl_c_typed_in_a_terminal_ends_make_run_with_0(tmp_path: Path) -> None
     """``make run`` in a real terminal (a pty whose foreground job is make): the user types
     Ctrl-C, the terminal signals its foreground group, and make exits 0 (the devstack holds
     the foreground, devstack/terminal.py, so make itself never sees the SIGINT)."""
-    import json
-    import pty
-    import select
-    import termios
-
-    master, slave = pty.openpty()
-    state_file = tmp_path / "state.json"
-
-    def controlling_terminal() -> None:  # after setsid: the pty becomes the session's terminal
-        import fcntl
-
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    process = subprocess.Popen(
-        MAKE_RUN,
-        cwd=ROOT,
-        env={**os.environ, "DEVSTACK_STATE": str(state_file), "PYTHONUNBUFFERED": "1"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        preexec_fn=controlling_terminal,  # only an ioctl, before exec
-    )
-    os.close(slave)
-    seen = bytearray()
-
-    def read_until(done: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    seen.extend(os.read(master, 65536))
-                except OSError:  # the terminal closed: every process of it ended
-                    return
-
-    try:
-        read_until(lambda: BANNER.encode() in seen or process.poll() is not None, START_TIMEOUT)
-        assert BANNER.encode() in seen, seen.decode(errors="replace")[-2000:]
-        devstack_pid = json.loads(state_file.read_text())["pid"]
-        os.write(master, b"\x03")  # Ctrl-C, as typed
-        read_until(lambda: process.poll() is not None, STOP_TIMEOUT)
-        returncode = process.wait(timeout=STOP_TIMEOUT)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        os.close(master)
-    output = seen.decode(errors="replace")
-    assert returncode == 0, output[-2000:]
-    assert "Traceback" not in output
-    assert "stopping" in output
-    assert not state_file.exists()
-    for group in (process.pid, devstack_pid):  # make's group and the devstack's own
-        with pytest.raises(ProcessLookupError):
-            os.killpg(group, 0)
+    with make_run_in_a_terminal(tmp_path / "state.json") as terminal:
+        terminal.started()
+        terminal.ctrl_c_ends_make_run_with_0()
