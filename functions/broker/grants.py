@@ -13,15 +13,8 @@ from typing import Any
 
 from . import names
 from .problems import AmbiguousRequest, GrantExceeded, InvalidRequest, NoMatchingRule
-from .rules import (
-    ACCESS_LEVELS,
-    REPOSITORY_NAME,
-    Access,
-    Rule,
-    RulesError,
-    package_patterns,
-)
-from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, is_token_duration
+from .rules import ACCESS_LEVELS, Access, Rule, RulesError, package_patterns
+from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, REPOSITORY_NAME, is_token_duration
 
 REQUEST_FIELDS = frozenset({"repository", "access", "packages", "duration_seconds"})
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import names
-from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, is_token_duration
+from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, REPOSITORY_NAME, is_token_duration
 
 Access = Literal["read", "publish"]
 ACCESS_LEVELS: tuple[Access, ...] = ("read", "publish")
@@ -33,7 +33,6 @@ MAX_PACKAGE_PATTERNS = 20
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ISSUER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -103,6 +102,20 @@ class RuleSet:
 
     def repositories(self) -> list[str]:
         return sorted({rule.grant.repository for rule in self.rules})
+
+
+def check_served(rules: RuleSet, served: Iterable[str]) -> None:
+    """Refuse a document that grants a repository the deployment does not serve (its
+    TokenIssuerRole could not use a token for it); ``served`` empty means not checked."""
+    allowed = list(served)
+    if not allowed:
+        return
+    for rule in rules.rules:
+        if rule.grant.repository not in allowed:
+            raise RulesError(
+                f"rule {rule.name!r}: field 'grant.repository': {rule.grant.repository!r} is not "
+                f"a repository this deployment serves ({', '.join(allowed)})"
+            )
 
 
 # --------------------------------------------------------------------------- loading

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aws_lambda_powertools import Logger
 
 from . import __version__
+from .acceptance import check
 from .grants import ResolvedGrant, describe_grants, parse_token_request, resolve
 from .identity import Identity, IssuerKeys, Verifier, http_fetcher, token_digest
 from .metrics import count
 from .problems import BrokerError, InvalidToken, ServiceUnavailable
 from .rules import MAX_PACKAGE_PATTERNS, RuleSet
 from .rulesource import RulesSource, file_loader, ssm_loader
-from .scope import Domain, check_fits, session_policy
+from .scope import Domain, session_policy
 from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, Settings, SettingsError
 from .tokens import Minter
 
@@ -92,7 +93,8 @@ class Broker:
 
             loader = ssm_loader(parameter, settings.rules_cache_seconds, client_config(settings))
             description = f"ssm:{parameter}"
-        source = RulesSource(loader, description, check=lambda rules: check_fits(rules, domain))
+        served = settings.repositories
+        source = RulesSource(loader, description, check=lambda rules: check(rules, domain, served))
         keys = IssuerKeys(
             http_fetcher(settings.http_timeout_seconds),
             ttl=settings.jwks_cache_seconds,

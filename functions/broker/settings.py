@@ -18,6 +18,7 @@ REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 SHARED_CACHE = ("off", "subject", "grant")
 KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+|[\w/-]{1,256})$")
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
 
 MIN_TOKEN_SECONDS = 900
 MAX_TOKEN_SECONDS = 43200
@@ -53,6 +54,9 @@ class Settings:
     replay_guard: bool = False
     aws_connect_timeout_seconds: float = 1.0
     aws_read_timeout_seconds: float = 3.0
+    # The private repositories this deployment serves (TokenIssuerRole's set); rules that grant
+    # another one are refused. Empty: not checked (a broker configured before the setting).
+    repositories: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -90,6 +94,7 @@ class Settings:
                 env, "BROKER_AWS_CONNECT_TIMEOUT_SECONDS", 1.0, 0.1, 30.0
             ),
             aws_read_timeout_seconds=_float(env, "BROKER_AWS_READ_TIMEOUT_SECONDS", 3.0, 0.1, 60.0),
+            repositories=_repositories(env),
         )
 
 
@@ -126,6 +131,20 @@ def _shared_table(env: Mapping[str, str]) -> tuple[str | None, str | None, str, 
     if replay and table is None:
         raise SettingsError("BROKER_REPLAY_GUARD=true needs BROKER_CACHE_TABLE")
     return table, key_id, shared, replay
+
+
+def _repositories(env: Mapping[str, str]) -> tuple[str, ...]:
+    """BROKER_REPOSITORIES: comma-separated repository names, no duplicates; may be unset."""
+    raw = env.get("BROKER_REPOSITORIES") or ""
+    names = [name.strip() for name in raw.split(",")] if raw.strip() else []
+    for name in names:
+        if not REPOSITORY_NAME.fullmatch(name):
+            raise SettingsError(
+                f"BROKER_REPOSITORIES: {name!r} is not a CodeArtifact repository name"
+            )
+    if len(set(names)) != len(names):
+        raise SettingsError("BROKER_REPOSITORIES names a repository twice")
+    return tuple(names)
 
 
 def _region(env: Mapping[str, str]) -> str:

@@ -21,6 +21,12 @@ def test_defaults() -> None:
     assert settings.token_cache_margin_seconds == 300
 
 
+def test_served_repositories_are_read_in_order() -> None:
+    assert Settings.from_env(GOOD).repositories == ()
+    settings = Settings.from_env({**GOOD, "BROKER_REPOSITORIES": "internal, restricted"})
+    assert settings.repositories == ("internal", "restricted")
+
+
 def test_knobs_are_read() -> None:
     settings = Settings.from_env({**GOOD, "BROKER_JWKS_CACHE_SECONDS": "30"})
     assert settings.jwks_cache_seconds == 30
@@ -41,6 +47,8 @@ def test_knobs_are_read() -> None:
         pytest.param({"BROKER_JWKS_CACHE_SECONDS": "ten"}, "whole number", id="not a number"),
         pytest.param({"BROKER_CLOCK_LEEWAY_SECONDS": "3600"}, "outside 0..300", id="range"),
         pytest.param({"BROKER_HTTP_TIMEOUT_SECONDS": "x"}, "not a number", id="float"),
+        pytest.param({"BROKER_REPOSITORIES": "internal,bad name"}, "'bad name'", id="repository"),
+        pytest.param({"BROKER_REPOSITORIES": "internal,internal"}, "twice", id="repeated"),
     ],
 )
 def test_bad_settings_name_the_variable(change: dict[str, str], message: str) -> None:
