@@ -46,6 +46,20 @@ def mutant(name: str, file: str, original: str, replacement: str, tests: tuple[s
 
 MUTANTS = [
     mutant(
+        "rules may grant a repository the deployment does not serve",
+        "functions/broker/rules.py",
+        "        if rule.grant.repository not in allowed:",
+        "        if False:",
+        ("tests/unit/broker/test_acceptance.py",),
+    ),
+    mutant(
+        "the broker loads rules without the acceptance check",
+        "functions/broker/service.py",
+        "check=lambda rules: check(rules, domain, served)",
+        "check=None",
+        ("tests/unit/broker/test_acceptance.py",),
+    ),
+    mutant(
         "accept any algorithm",
         "functions/broker/identity.py",
         "if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:",

@@ -3,6 +3,8 @@ an admin's push, and in the devstack."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from broker.acceptance import accept
@@ -52,10 +54,33 @@ def test_an_invalid_document_is_refused_by_the_loader() -> None:
 def test_the_broker_refuses_to_serve_rules_for_a_repository_it_does_not_serve() -> None:
     """The service wires the same check into its rules source: fail closed, 503."""
     from broker.acceptance import check
-    from broker.rulesource import RulesSource, RulesUnavailable
+    from broker.problems import RulesUnavailable
+    from broker.rulesource import RulesSource
 
     source = RulesSource(
         lambda: document("other"), "test", check=lambda rules: check(rules, DOMAIN, ["internal"])
     )
     with pytest.raises(RulesUnavailable):
         source.current()
+
+
+class TestTheDeployedBrokerChecksItsRules:
+    """Broker.from_settings wires the acceptance check with BROKER_REPOSITORIES: rules that
+    grant a repository the deployment does not serve make the broker fail closed."""
+
+    @pytest.fixture
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "BROKER_REPOSITORIES": "restricted"}  # tests/conftest.py grants internal
+
+    def test_every_request_is_refused_503(self, call: Any, github_token: str) -> None:
+        answer = call("POST", "/v1/token", token=github_token, body={})
+        assert (answer.status, answer.problem_type) == (503, "rules-unavailable")
+
+
+class TestTheServedRepositoriesAreServed:
+    @pytest.fixture
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "BROKER_REPOSITORIES": "internal,restricted"}
+
+    def test_a_token_is_minted(self, call: Any, github_token: str) -> None:
+        assert call("POST", "/v1/token", token=github_token, body={}).status == 200
