@@ -238,6 +238,14 @@ class Provisioner:
             self.clients.iam.attach_role_policy(RoleName=role, PolicyArn=policy["Arn"])
         return cfn.Deployed(ref=policy["Arn"], attributes={"PolicyArn": policy["Arn"]})
 
+    def iam_oidc_provider(self, logical: str, p: dict[str, Any]) -> cfn.Deployed:
+        arn = self.clients.iam.create_open_id_connect_provider(
+            Url=p["Url"],
+            ClientIDList=p.get("ClientIdList", []),
+            ThumbprintList=p.get("ThumbprintList", []),
+        )["OpenIDConnectProviderArn"]
+        return cfn.Deployed(ref=arn, attributes={"Arn": arn})
+
     def codeartifact_domain(self, logical: str, p: dict[str, Any]) -> cfn.Deployed:
         ca = self.clients.codeartifact
         extra = {"encryptionKey": p["EncryptionKey"]} if p.get("EncryptionKey") else {}
@@ -396,6 +404,7 @@ CREATORS: dict[str, Creator] = {
     "AWS::IAM::Role": Provisioner.iam_role,
     "AWS::IAM::RolePolicy": Provisioner.iam_role_policy,
     "AWS::IAM::ManagedPolicy": Provisioner.iam_managed_policy,
+    "AWS::IAM::OIDCProvider": Provisioner.iam_oidc_provider,
     "AWS::CodeArtifact::Domain": Provisioner.codeartifact_domain,
     "AWS::CodeArtifact::Repository": Provisioner.codeartifact_repository,
     "AWS::CodeArtifact::PackageGroup": Provisioner.codeartifact_package_group,
