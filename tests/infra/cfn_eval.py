@@ -4,12 +4,22 @@ Tests of template.yaml and infra/*.yaml evaluate a template with :mod:`devstack.
 evaluator the devstack deploys with) for sample parameter values, validated against the
 parameters' constraints as CloudFormation would, so that ARNs are compared as the strings
 CloudFormation would produce.  Resources stay symbolic (``<Name>``, ``<Name.Attribute>``).
+
+Two things CloudFormation does before it creates anything are done here too: it checks every
+entry of a CommaDelimitedList against the parameter's AllowedPattern and AllowedValues, and it
+evaluates the template's Rules (:meth:`Stack.rule_failures`, with the rule-only functions
+Fn::Contains, Fn::EachMemberEquals and Fn::EachMemberIn).  :func:`deploy` follows template.yaml
+through its nested stacks: each nested stack is evaluated for the parameters the root passes it,
+and its outputs are what the root then reads, so the domain, owner and repositories the function
+is given can be compared with the ones created or named.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +29,8 @@ import pytest
 
 from devstack import cfn, cfn_yaml
 from devstack.cfn import NO_VALUE as NO_VALUE
-from devstack.cfn import parameter_error as parameter_error
+from devstack.cfn import Deployed as Deployed
+from devstack.cfn import parameter_error as cfn_parameter_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +50,8 @@ PSEUDO_PARAMETERS = {
     "AWS::URLSuffix": "amazonaws.com",
 }
 POLICY_RESOURCE_TYPES = ("AWS::IAM::Policy", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy")
+NESTED_STACK_TYPES = ("AWS::Serverless::Application", "AWS::CloudFormation::Stack")
+SYMBOL = re.compile(r"<([A-Za-z0-9]+)[.>]")
 
 
 @functools.cache
@@ -51,11 +64,248 @@ def load(path: Path) -> Template:
     return copy.deepcopy(_load(path))
 
 
+def parameter_error(declaration: Mapping[str, Any], value: str) -> str | None:
+    """Why CloudFormation would refuse ``value`` for a parameter so declared, or None; for a
+    CommaDelimitedList, AllowedPattern and AllowedValues apply to each entry."""
+    if declaration.get("Type") != "CommaDelimitedList":
+        return cfn_parameter_error(declaration, value)
+    entry = {k: v for k, v in declaration.items() if k in ("AllowedPattern", "AllowedValues")}
+    for item in value.split(","):
+        reason = cfn_parameter_error(entry, item)
+        if reason:
+            return f"entry {reason}"
+    return None
+
+
 @dataclass(frozen=True)
 class Stack(cfn.Stack):
-    """:class:`devstack.cfn.Stack` in the tests' sample account and region."""
+    """:class:`devstack.cfn.Stack` in the tests' sample account and region, which also checks
+    list entries and evaluates the template's Rules."""
 
     pseudo: Mapping[str, str] = field(default_factory=lambda: dict(PSEUDO_PARAMETERS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        declared = self.template.get("Parameters", {})
+        for name, value in self.overrides.items():
+            reason = parameter_error(declared[name], value)
+            if reason:
+                raise ValueError(f"{name}: {reason}")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Fn::Contains":
+                items, item = arg
+                return str(self.resolve(item)) in [str(i) for i in self.resolve(items)]
+            if key == "Fn::EachMemberEquals":
+                items, item = arg
+                return all(str(i) == str(self.resolve(item)) for i in self.resolve(items))
+            if key == "Fn::EachMemberIn":
+                items, allowed = (self.resolve(a) for a in arg)
+                return all(str(i) in [str(a) for a in allowed] for i in items)
+        return super().resolve(value)
+
+    def rule_failures(self) -> list[str]:
+        """The Rules CloudFormation would refuse these parameter values by: ``Rule: why``."""
+        failures = []
+        for name, rule in self.template.get("Rules", {}).items():
+            condition = rule.get("RuleCondition")
+            if condition is not None and not self.resolve(condition):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self.resolve(assertion["Assert"]):
+                    failures.append(f"{name}: {assertion.get('AssertDescription', 'refused')}")
+        return failures
+
+
+def refusal(template: Template, overrides: Mapping[str, str]) -> str | None:
+    """Why CloudFormation would refuse to deploy ``template`` with ``overrides`` before creating
+    anything (a parameter's constraints, a Rule), or None when it would go ahead."""
+    try:
+        stack = Stack(template, overrides)
+    except ValueError as error:
+        return str(error)
+    return "; ".join(stack.rule_failures()) or None
+
+
+# --- a deployment of template.yaml and its nested stacks ------------------------------------------
+
+
+class DeploymentError(ValueError):
+    """The evaluated templates could not be deployed (a value the next stack cannot take)."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """template.yaml evaluated with its nested stacks: ``root`` reads the nested stacks' outputs,
+    ``nested`` are the nested stacks created, each evaluated for what the root passes it."""
+
+    root: Stack
+    nested: Mapping[str, Stack]
+
+    def created(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(stack, logical id, resource) of every resource created, in every stack."""
+        for stack_name, stack in (("root", self.root), *self.nested.items()):
+            for name, resource in stack.resources().items():
+                yield stack_name, name, resource
+
+    def environment(self) -> dict[str, Any]:
+        """BrokerFunction's environment variables, evaluated."""
+        function = self.root.template["Resources"]["BrokerFunction"]["Properties"]
+        variables: dict[str, Any] = self.root.resolve(function["Environment"]["Variables"])
+        return variables
+
+    def outputs(self, stack: str = "root") -> dict[str, Any]:
+        """The outputs ``stack`` (root or a nested stack's logical id) has, evaluated."""
+        evaluated = self.root if stack == "root" else self.nested[stack]
+        return {
+            name: evaluated.resolve(output["Value"])
+            for name, output in evaluated.template.get("Outputs", {}).items()
+            if evaluated.exists("Outputs", name)
+        }
+
+    def passed(self, stack: str) -> dict[str, str]:
+        """The parameter values the root passes nested stack ``stack``."""
+        return dict(self.nested[stack].overrides)
+
+
+def _sample_attributes(stack: Stack, name: str, resource: Mapping[str, Any]) -> Deployed | None:
+    """What CloudFormation would return for a created resource of the types the templates read."""
+    account, region = stack.parameter("AWS::AccountId"), stack.parameter("AWS::Region")
+    props = resource.get("Properties", {})
+    codeartifact = f"arn:aws:codeartifact:{region}:{account}"
+    match resource["Type"]:
+        case "AWS::CodeArtifact::Domain":
+            domain = str(stack.resolve(props["DomainName"]))
+            attributes = {
+                "Name": domain,
+                "Owner": account,
+                "Arn": f"{codeartifact}:domain/{domain}",
+            }
+            return Deployed(ref=attributes["Arn"], attributes=attributes)
+        case "AWS::CodeArtifact::Repository":
+            domain = str(stack.resolve(props["DomainName"]))
+            repository = str(stack.resolve(props["RepositoryName"]))
+            arn = f"{codeartifact}:repository/{domain}/{repository}"
+            attributes = {"Name": repository, "DomainName": domain, "DomainOwner": account}
+            return Deployed(ref=arn, attributes={**attributes, "Arn": arn})
+        case "AWS::IAM::Role":
+            role = f"{stack.parameter('AWS::StackName')}-{name}-SAMPLE"
+            arn = f"arn:aws:iam::{account}:role/{role}"
+            return Deployed(ref=role, attributes={"Arn": arn})
+        case "AWS::IAM::ManagedPolicy":
+            return Deployed(ref=f"arn:aws:iam::{account}:policy/{name}-SAMPLE")
+    return None
+
+
+def _with_samples(stack: Stack) -> Stack:
+    """``stack`` with sample attributes for what it creates (twice: a repository names the
+    domain it is in)."""
+    for _ in range(2):
+        deployed = dict(stack.deployed)
+        for name, resource in stack.resources().items():
+            sample = _sample_attributes(stack, name, resource)
+            if sample is not None:
+                deployed[name] = sample
+        stack = dataclasses.replace(stack, deployed=deployed)
+    return stack
+
+
+def deploy(
+    template: Template,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    location: Path = ROOT / "template.yaml",
+    pseudo: Mapping[str, str] | None = None,
+) -> Deployment:
+    """``template`` (at ``location``) deployed with ``overrides``, as CloudFormation would: the
+    parameters checked and the Rules evaluated (a refusal raises :class:`DeploymentError`), then
+    each nested stack created once the stacks it reads are, for the parameter values the root
+    passes it, which must all be concrete and acceptable to it."""
+    pseudo = dict(pseudo or PSEUDO_PARAMETERS)
+    try:
+        root = Stack(template, dict(overrides or {}), pseudo=pseudo)
+    except ValueError as error:
+        raise DeploymentError(str(error)) from None
+    if root.rule_failures():
+        raise DeploymentError("; ".join(root.rule_failures()))
+    root = _with_samples(root)
+    created = root.resources()
+    waiting = {name: r for name, r in created.items() if r["Type"] in NESTED_STACK_TYPES}
+    nested: dict[str, Stack] = {}
+    while waiting:
+        ready = [
+            name
+            for name, resource in waiting.items()
+            if not (root.references(resource.get("Properties", {})) & set(waiting))
+        ]
+        if not ready:
+            raise DeploymentError(f"nested stacks wait on each other: {sorted(waiting)}")
+        for name in ready:
+            resource = waiting.pop(name)
+            nested[name] = _nested(root, name, resource, location.parent)
+            outputs = {
+                f"Outputs.{output}": value
+                for output, value in Deployment(root, nested).outputs(name).items()
+            }
+            stack_arn = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{name}-SAMPLE"
+            deployed = {**root.deployed, name: Deployed(ref=stack_arn, attributes=outputs)}
+            root = dataclasses.replace(root, deployed=deployed)
+    return Deployment(root, nested)
+
+
+def _nested(root: Stack, name: str, resource: Mapping[str, Any], directory: Path) -> Stack:
+    props = resource.get("Properties", {})
+    location = props.get("Location") or props.get("TemplateURL")
+    path = directory / str(location)
+    if not path.is_file():
+        raise DeploymentError(f"{name}: no template at {location}")
+    passed = root.resolve(props.get("Parameters", {}))
+    for parameter, value in passed.items():
+        if not isinstance(value, str) or SYMBOL.search(value):
+            raise DeploymentError(f"{name}: {parameter} is {value!r}, not a concrete string")
+    try:
+        stack = Stack(load(path), passed, pseudo=root.pseudo)
+    except (ValueError, KeyError) as error:
+        raise DeploymentError(f"{name} refuses its parameters: {error}") from None
+    if stack.rule_failures():
+        raise DeploymentError(f"{name} refuses its parameters: {stack.rule_failures()}")
+    return _with_samples(stack)
+
+
+def is_trap(resource: Mapping[str, Any]) -> bool:
+    """An SSM parameter whose value its own AllowedPattern refuses: creating it fails the stack."""
+    props = resource.get("Properties", {})
+    return (
+        resource.get("Type") == "AWS::SSM::Parameter"
+        and props.get("AllowedPattern") == "^$"
+        and bool(props.get("Value"))
+        and "Name" not in props
+    )
+
+
+# What a parameter naming served repositories must refuse: patterns (IAM reads "*" as every
+# repository of the domain, the store included), the store itself (what is published there
+# reaches every repository downstream of it), and what is no CodeArtifact repository name.
+NOT_REPOSITORY_NAMES = (
+    "*",
+    "internal,*",
+    "intern*",
+    "pypi-store",
+    "internal,pypi-store",
+    "-internal",
+    "a b",
+    "x",
+)
+
+
+def unresolved(stack: Stack, value: Any) -> set[str]:
+    """The resources ``value`` (evaluated) reads that ``stack`` does not create."""
+    created = set(stack.resources())
+    declared = set(stack.template.get("Resources", {}))
+    text = repr(stack.resolve(value))
+    return {name for name in SYMBOL.findall(text) if name in declared and name not in created}
 
 
 # --- helpers over templates and policies ----------------------------------------------------------
@@ -114,9 +364,10 @@ def allowed(stack: Stack, documents: list[dict[str, Any]]) -> set[tuple[str, str
     for statement in (s for document in documents for s in statements(document)):
         if statement.get("Effect") != "Allow":
             continue
-        for action in as_list(statement.get("Action", [])):
-            for resource in as_list(statement.get("Resource", [])):
-                pairs.add((str(action), str(stack.resolve(resource))))
+        # Resolved whole: an Fn::If entry may be AWS::NoValue, and then is no resource at all.
+        for action in as_list(stack.resolve(statement.get("Action", []))):
+            for resource in as_list(stack.resolve(statement.get("Resource", []))):
+                pairs.add((str(action), str(resource)))
     return pairs
 
 

@@ -1,11 +1,20 @@
 """Security properties of infra/codeartifact.yaml, each a check that returns its violations.
 
+The stack creates the estate when template.yaml's Estate is Create: a domain, the pypi-store
+repository (the only one with an external connection), one to five private repositories, each
+with the store as its upstream and kept when the stack is deleted or the repository replaced
+(a sixth fails the deployment, an empty name is refused), and one package group per internal
+prefix that blocks public packages and accepts publishing in the private repositories only.
+Only the first (default) private repository and the domain are shared, and only with the
+accounts named.  Templates are evaluated for sample values (tests/infra/cfn_eval.py).
+
 Every check runs twice: on the template (no violations) and on a copy mutated to break exactly
 the property it guards (the violation is found), so no check can pass vacuously.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +23,18 @@ import pytest
 
 from devstack import cfn_yaml
 from infra.package_groups import pattern_error
-from tests.infra.cfn_eval import Check, Mutation, Stack, Template, mutation_params, properties
+from tests.infra.cfn_eval import (
+    Check,
+    Deployment,
+    DeploymentError,
+    Mutation,
+    Stack,
+    Template,
+    deploy,
+    is_trap,
+    mutation_params,
+    properties,
+)
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "codeartifact.yaml"
 
@@ -31,20 +51,47 @@ def repositories(t: Template) -> dict[str, dict[str, Any]]:
     }
 
 
-def package_groups(t: Template, prefixes: list[str]) -> dict[str, dict[str, Any]]:
-    """The package groups the template creates for ``InternalPrefixes=prefixes``."""
-    stack = Stack(t, {"InternalPrefixes": ",".join(prefixes)})
-    groups: dict[str, dict[str, Any]] = {}
-    for name, resource in t["Resources"].items():
-        if resource.get("Type") != "AWS::CodeArtifact::PackageGroup":
-            continue
-        condition = resource.get("Condition")
-        if condition and not stack.condition(condition):
-            continue
-        props = dict(resource["Properties"])
-        props["Pattern"] = stack.resolve(props["Pattern"])
-        groups[name] = props
-    return groups
+STORE = "StoreRepository"
+REPOSITORY_LISTS = [
+    ["internal"],
+    ["internal", "restricted"],
+    ["a.b", "team_x", "lib-3", "R4", "z9.v_1"],
+]
+
+
+def deployed(t: Template, **overrides: str) -> Deployment:
+    """The stack deployed alone (tests/infra/cfn_eval.py): created resources have sample
+    attributes, so ``!GetAtt PrivateRepository2.Name`` is the repository's name."""
+    return deploy(t, overrides, location=TEMPLATE)
+
+
+def private_repositories(stack: Stack) -> dict[str, dict[str, Any]]:
+    """The private repositories ``stack`` creates (every repository but the store), in order."""
+    return {
+        name: resource
+        for name, resource in stack.resources().items()
+        if resource["Type"] == "AWS::CodeArtifact::Repository" and name != STORE
+    }
+
+
+def created_names(stack: Stack) -> list[str]:
+    return [
+        str(stack.resolve(resource["Properties"].get("RepositoryName")))
+        for resource in private_repositories(stack).values()
+    ]
+
+
+def package_groups(t: Template, prefixes: list[str], names: list[str]) -> dict[str, dict[str, Any]]:
+    """The package groups the template creates for these prefixes and private repositories,
+    evaluated (a repository's name is the one it is created with)."""
+    stack = deployed(
+        t, InternalPrefixes=",".join(prefixes), PrivateRepositoryNames=",".join(names)
+    ).root
+    return {
+        name: stack.resolve(resource["Properties"])
+        for name, resource in stack.resources().items()
+        if resource["Type"] == "AWS::CodeArtifact::PackageGroup"
+    }
 
 
 def too_many_prefixes_fails(t: Template, prefixes: list[str]) -> bool:
@@ -75,10 +122,72 @@ def external_connection_only_on_the_store(t: Template) -> list[str]:
     return problems
 
 
-def private_upstream_is_the_store(t: Template) -> list[str]:
-    upstreams = repositories(t).get("PrivateRepository", {}).get("Upstreams")
-    expected = [{"Fn::GetAtt": ["StoreRepository", "Name"]}]
-    return [] if upstreams == expected else [f"PrivateRepository upstreams are {upstreams}"]
+def private_upstreams_are_the_store(t: Template) -> list[str]:
+    """Every private repository created reaches public packages through the store only."""
+    problems = []
+    expected = [{"Fn::GetAtt": [STORE, "Name"]}]
+    if repositories(t).get(STORE, {}).get("Upstreams"):
+        problems.append("the store has upstreams")
+    for names in REPOSITORY_LISTS:
+        stack = Stack(t, {"PrivateRepositoryNames": ",".join(names)})
+        created = private_repositories(stack)
+        if len(created) != len(names):
+            problems.append(f"{names}: {len(created)} private repositories created")
+        for name, resource in created.items():
+            upstreams = resource["Properties"].get("Upstreams")
+            if upstreams != expected:
+                problems.append(f"{names}: {name} upstreams are {upstreams}")
+    return problems
+
+
+def every_named_repository_is_created(t: Template) -> list[str]:
+    """PrivateRepositoryNames=a,b,...: exactly those repositories, in order (the first is the
+    default), and the outputs name them."""
+    problems = []
+    for names in REPOSITORY_LISTS:
+        try:
+            deployment = deployed(t, PrivateRepositoryNames=",".join(names))
+        except (DeploymentError, IndexError, KeyError) as error:
+            problems.append(f"{names}: cannot be deployed: {error!r}")
+            continue
+        created = created_names(deployment.root)
+        if created != names:
+            problems.append(f"{names}: creates {created}")
+        outputs = deployment.outputs()
+        expected = {"PrivateRepositoryName": names[0], "PrivateRepositoryNames": ",".join(names)}
+        actual = {name: outputs.get(name) for name in expected}
+        if actual != expected:
+            problems.append(f"{names}: outputs {actual}, not {expected}")
+    return problems
+
+
+def a_sixth_repository_fails_the_deployment(t: Template) -> list[str]:
+    """Five private repositories deploy; a sixth, which no slot would create nor package group
+    accept, makes the TooManyRepositories trap fail the deployment."""
+    problems = []
+    five = REPOSITORY_LISTS[-1]
+    for names, fails in ((five, False), ([*five, "six"], True)):
+        stack = Stack(t, {"PrivateRepositoryNames": ",".join(names)})
+        traps = sorted(name for name, r in stack.resources().items() if is_trap(r))
+        if bool(traps) != fails or (fails and "TooManyRepositories" not in traps):
+            problems.append(f"{len(names)} repositories: traps {traps}")
+    return problems
+
+
+def repositories_must_be_named(t: Template) -> list[str]:
+    problems = []
+    for value, accepted in (
+        ("", False),
+        ("internal,", False),
+        ("a1,,b2", False),
+        ("internal", True),
+    ):
+        stack = Stack(t, {"PrivateRepositoryNames": value})
+        if (not stack.rule_failures()) != accepted:
+            problems.append(
+                f"PrivateRepositoryNames={value!r}: {stack.rule_failures() or 'accepted'}"
+            )
+    return problems
 
 
 PREFIX_LISTS = [["acme"], ["acme", "acme-tools"], ["a1", "b2", "c3", "d4", "e5"]]
@@ -86,8 +195,9 @@ PREFIX_LISTS = [["acme"], ["acme", "acme-tools"], ["a1", "b2", "c3", "d4", "e5"]
 
 def every_prefix_is_guarded(t: Template) -> list[str]:
     problems = []
-    for prefixes in [[*default_prefixes(t)], *PREFIX_LISTS]:
-        groups = package_groups(t, prefixes)
+    prefix_lists = [[*default_prefixes(t)], *PREFIX_LISTS]
+    for prefixes, names in itertools.product(prefix_lists, REPOSITORY_LISTS):
+        groups = package_groups(t, prefixes, names)
         if len(groups) != len(prefixes):
             problems.append(f"{prefixes}: {len(groups)} groups for {len(prefixes)} prefixes")
         patterns = {props.get("Pattern"): props for props in groups.values()}
@@ -103,10 +213,12 @@ def every_prefix_is_guarded(t: Template) -> list[str]:
             if restrictions.get("ExternalUpstream", {}).get("RestrictionMode") != "BLOCK":
                 problems.append(f"{prefix}: ExternalUpstream is not BLOCK")
             publish = restrictions.get("Publish", {})
-            if publish.get("RestrictionMode") != "ALLOW_SPECIFIC_REPOSITORIES" or publish.get(
-                "Repositories"
-            ) != [{"Fn::GetAtt": ["PrivateRepository", "Name"]}]:
-                problems.append(f"{prefix}: publishing is not limited to the private repository")
+            if publish.get("RestrictionMode") != "ALLOW_SPECIFIC_REPOSITORIES":
+                problems.append(f"{prefix}: publishing is {publish.get('RestrictionMode')}")
+            if publish.get("Repositories") != names:
+                problems.append(
+                    f"{prefix}: publishing in {publish.get('Repositories')}, not exactly {names}"
+                )
         if too_many_prefixes_fails(t, prefixes):
             problems.append(f"{prefixes}: a valid list would fail the deployment")
     if not too_many_prefixes_fails(t, ["a", "b", "c", "d", "e", "f"]):
@@ -135,9 +247,11 @@ def nothing_shared_without_named_accounts(t: Template) -> list[str]:
             and policy["Fn::If"][2] == {"Ref": "AWS::NoValue"}
         ):
             problems.append(f"{resource} has a permissions policy even with no accounts named")
-    for resource in ("StoreRepository",):
+    for resource in repositories(t):
+        if resource in ("PrivateRepository",):
+            continue
         if "PermissionsPolicyDocument" in t["Resources"][resource]["Properties"]:
-            problems.append(f"{resource} must not be shared")
+            problems.append(f"{resource} must not be shared (only the default repository is)")
     return problems
 
 
@@ -162,9 +276,14 @@ def shared_principals_are_the_named_accounts(t: Template) -> list[str]:
 
 
 def published_packages_survive_the_stack(t: Template) -> list[str]:
+    """The domain and every private repository slot are kept when the stack is deleted or the
+    resource replaced (the store, a cache of public PyPI, may go)."""
+    kept = ["Domain", *(name for name in repositories(t) if name != STORE)]
+    if len(kept) < 1 + len(REPOSITORY_LISTS[-1]):
+        return [f"only {kept} are private repositories or the domain"]
     return [
         f"{name} would be deleted with the stack or on replacement"
-        for name in ("Domain", "PrivateRepository")
+        for name in kept
         if t["Resources"][name].get("DeletionPolicy") != "Retain"
         or t["Resources"][name].get("UpdateReplacePolicy") != "Retain"
     ]
@@ -173,7 +292,10 @@ def published_packages_survive_the_stack(t: Template) -> list[str]:
 CHECKS: list[Check] = [
     published_packages_survive_the_stack,
     external_connection_only_on_the_store,
-    private_upstream_is_the_store,
+    private_upstreams_are_the_store,
+    every_named_repository_is_created,
+    a_sixth_repository_fails_the_deployment,
+    repositories_must_be_named,
     every_prefix_is_guarded,
     nothing_shared_without_named_accounts,
     shared_principals_are_the_named_accounts,
@@ -193,10 +315,21 @@ def _group(t: Template, number: int = 3) -> dict[str, Any]:
     return props
 
 
+def _publish(t: Template, number: int) -> dict[str, Any]:
+    publish: dict[str, Any] = _group(t, number)["OriginConfiguration"]["Restrictions"]["Publish"]
+    return publish
+
+
 def _share_policy_statement(t: Template, resource: str, index: int) -> dict[str, Any]:
     policy = properties(t, resource)["PermissionsPolicyDocument"]["Fn::If"][1]
     statement: dict[str, Any] = policy["Statement"][index]["Fn::If"][1]
     return statement
+
+
+def _unnamed(t: Template, parameter: str) -> None:
+    """Neither the RepositoriesAreNamed rule nor a pattern on the entries refuses an empty one."""
+    t["Rules"].pop("RepositoriesAreNamed")
+    t["Parameters"][parameter].pop("AllowedPattern", None)
 
 
 MUTATIONS: list[Mutation] = [
@@ -223,7 +356,72 @@ MUTATIONS: list[Mutation] = [
     (
         "private repository without upstream",
         lambda t: properties(t, "PrivateRepository").pop("Upstreams"),
-        private_upstream_is_the_store,
+        private_upstreams_are_the_store,
+    ),
+    (
+        "third repository downstream of the first",
+        lambda t: properties(t, "PrivateRepository3").update(
+            Upstreams=[{"Fn::GetAtt": ["PrivateRepository", "Name"]}]
+        ),
+        private_upstreams_are_the_store,
+    ),
+    (
+        "fourth repository replaced without keeping the old one",
+        lambda t: t["Resources"]["PrivateRepository4"].pop("UpdateReplacePolicy"),
+        published_packages_survive_the_stack,
+    ),
+    (
+        "a slot repeats the entry before it",
+        lambda t: properties(t, "PrivateRepository3")["RepositoryName"]["Fn::Select"].__setitem__(
+            0, 1
+        ),
+        every_named_repository_is_created,
+    ),
+    (
+        "fifth repository slot missing",
+        lambda t: t["Resources"].pop("PrivateRepository5"),
+        every_named_repository_is_created,
+    ),
+    (
+        "repositories output only the default",
+        lambda t: t["Outputs"]["PrivateRepositoryNames"].update(
+            Value={"Fn::GetAtt": ["PrivateRepository", "Name"]}
+        ),
+        every_named_repository_is_created,
+    ),
+    (
+        "sixth repository silently ignored",
+        lambda t: t["Resources"].pop("TooManyRepositories"),
+        a_sixth_repository_fails_the_deployment,
+    ),
+    (
+        "five repositories fail too",
+        lambda t: t["Resources"]["TooManyRepositories"].update(Condition="HasRepository5"),
+        a_sixth_repository_fails_the_deployment,
+    ),
+    (
+        "empty repository names allowed",
+        lambda t: _unnamed(t, "PrivateRepositoryNames"),
+        repositories_must_be_named,
+    ),
+    (
+        "publishing not accepted in the fifth repository",
+        lambda t: _publish(t, 2)["Repositories"].pop(),
+        every_prefix_is_guarded,
+    ),
+    (
+        "publishing accepted in the store",
+        lambda t: _publish(t, 4)["Repositories"].append({"Fn::GetAtt": [STORE, "Name"]}),
+        every_prefix_is_guarded,
+    ),
+    (
+        "a second repository shared",
+        lambda t: properties(t, "PrivateRepository2").update(
+            PermissionsPolicyDocument=properties(t, "PrivateRepository")[
+                "PermissionsPolicyDocument"
+            ]
+        ),
+        nothing_shared_without_named_accounts,
     ),
     (
         "groups allow public packages",
@@ -266,7 +464,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "empty prefixes allowed",
-        lambda t: t.pop("Rules"),
+        lambda t: t["Rules"].pop("PrefixesAreNamed"),
         every_prefix_is_guarded,
     ),
     (

@@ -1,6 +1,7 @@
 """Operations in template.yaml: alarms on the four signals the README's runbook explains, each
 notifying the optional SNS topic; a dashboard whose body is valid JSON naming this stack's API
-and function; the token route's own throttling. Each check is proven by a mutation."""
+and function; the token route's own throttling. Alike whether the stack creates the CodeArtifact
+estate or attaches to one. Each check is proven by a mutation."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SIGNALS = {
     "MintLatencyAlarm": ("AWS/Lambda", "Duration"),
 }
 DENIAL_REASONS = {"invalid-token", "no-matching-rule", "grant-exceeded"}
+ESTATES: tuple[dict[str, str], ...] = ({}, {"Estate": "Existing", "DomainOwner": "444455556666"})
 
 
 def alarms_watch_the_runbook_signals(t: Template) -> list[str]:
@@ -52,7 +54,12 @@ def alarms_watch_the_runbook_signals(t: Template) -> list[str]:
 
 def alarms_notify_the_topic_only_when_given(t: Template) -> list[str]:
     problems = []
-    for overrides, expected in (({}, None), ({"AlarmTopicArn": TOPIC}, [TOPIC])):
+    cases = [
+        ({**estate, **topic}, expected)
+        for estate in ESTATES
+        for topic, expected in (({}, None), ({"AlarmTopicArn": TOPIC}, [TOPIC]))
+    ]
+    for overrides, expected in cases:
         stack = Stack(t, overrides)
         for name, resource in stack.resources().items():
             if resource["Type"] != "AWS::CloudWatch::Alarm":
@@ -65,17 +72,25 @@ def alarms_notify_the_topic_only_when_given(t: Template) -> list[str]:
 
 
 def dashboard_is_json_for_this_stack(t: Template) -> list[str]:
-    body = Stack(t).resolve(t["Resources"]["Dashboard"]["Properties"]["DashboardBody"])
-    try:
-        widgets = json.loads(body)["widgets"]
-    except (ValueError, KeyError) as error:
-        return [f"the dashboard body is not JSON with widgets: {error}"]
-    text = json.dumps(widgets)
-    return [
-        f"the dashboard never shows {ref}"
-        for ref in ("<BrokerApi>", "<BrokerFunction>")
-        if ref not in text
-    ]
+    problems = []
+    for estate in ESTATES:
+        stack = Stack(t, estate)
+        if not stack.exists("Resources", "Dashboard"):
+            problems.append(f"{estate}: no dashboard")
+            continue
+        body = stack.resolve(t["Resources"]["Dashboard"]["Properties"]["DashboardBody"])
+        try:
+            widgets = json.loads(body)["widgets"]
+        except (ValueError, KeyError) as error:
+            problems.append(f"{estate}: the dashboard body is not JSON with widgets: {error}")
+            continue
+        text = json.dumps(widgets)
+        problems += [
+            f"{estate}: the dashboard never shows {ref}"
+            for ref in ("<BrokerApi>", "<BrokerFunction>")
+            if ref not in text
+        ]
+    return problems
 
 
 def token_route_has_its_own_throttling(t: Template) -> list[str]:
@@ -111,6 +126,9 @@ MUTATIONS: list[Mutation] = [
      alarms_notify_the_topic_only_when_given),
     ("dashboard body broken",
      lambda t: properties(t, "Dashboard").update(DashboardBody="{not json"),
+     dashboard_is_json_for_this_stack),
+    ("dashboard only with the estate created",
+     lambda t: t["Resources"]["Dashboard"].update(Condition="CreateEstate"),
      dashboard_is_json_for_this_stack),
     ("token route throttling removed",
      lambda t: properties(t, "BrokerApi").pop("RouteSettings"), token_route_has_its_own_throttling),

@@ -5,11 +5,15 @@ broker's scope builder allowed something the role does not, the minted token wou
 lack what the broker promised (pip or twine would fail with a misleading 404). So, for grants
 generated over everything the rules can express, every action the session policy allows on
 each concrete ARN must be allowed by the role too, as moto's IAM policy evaluator sees them.
+Rules grant any repository the deployment serves (the Iam stack's RepositoryNames), read or
+publish; the role is also the ceiling: a grant on any other repository (the store included) finds
+the role refusing it.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +31,11 @@ from tests.infra.cfn_eval import PSEUDO_PARAMETERS as PSEUDO
 from tests.infra.cfn_eval import Stack
 
 IAM_TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "iam.yaml"
+# The repositories the deployment serves: the default first, names with dots and underscores.
+SERVED = ("internal", "restricted", "team_x.lib")
 PARAMETERS = {
     "DomainName": "acme",
-    "RepositoryName": "internal",
+    "RepositoryNames": ",".join(SERVED),
     "BrokerRoleArn": "arn:aws:iam::111122223333:role/broker",
 }
 DOMAIN = Domain(
@@ -43,10 +49,16 @@ Policy = dict[str, Any]
 
 def role_policy(template: dict[str, Any] | None = None) -> Policy:
     """TokenIssuerRole's inline policy, evaluated as CloudFormation would deploy it."""
-    template = template or cfn_yaml.load(IAM_TEMPLATE)
+    if template is None:
+        return copy.deepcopy(_deployed_role_policy())
     (policy,) = template["Resources"]["TokenIssuerRole"]["Properties"]["Policies"]
     document: Policy = Stack(template, PARAMETERS).resolve(policy["PolicyDocument"])
     return document
+
+
+@functools.cache
+def _deployed_role_policy() -> Policy:
+    return role_policy(cfn_yaml.load(IAM_TEMPLATE))
 
 
 def concrete_resources(resource: str) -> list[str]:
@@ -97,7 +109,7 @@ PATTERN = st.one_of(NAME, NAME.map(lambda n: n + "*"), NAME.map(lambda n: n + "-
 GRANTS = st.builds(
     ResolvedGrant,
     rule=st.just("generated"),
-    repository=st.just("internal"),
+    repository=st.sampled_from(SERVED),
     access=st.sampled_from(["read", "publish"]),
     packages=st.lists(PATTERN, min_size=1, max_size=6, unique=True).map(tuple),
     duration_seconds=st.integers(min_value=900, max_value=43200),
@@ -116,6 +128,8 @@ def test_every_grant_the_rules_can_express_is_within_the_role(grant: ResolvedGra
 
 PUBLISH = ResolvedGrant("r", "internal", "publish", ("acme-*", "tools"), 43200)
 READ = ResolvedGrant("r", "internal", "read", (), 3600)
+PUBLISH_LAST = ResolvedGrant("r", SERVED[-1], "publish", ("acme-*",), 3600)
+READ_SECOND = ResolvedGrant("r", SERVED[1], "read", (), 3600)
 
 
 def _statement(template: dict[str, Any], sid: str) -> dict[str, Any]:
@@ -123,6 +137,15 @@ def _statement(template: dict[str, Any], sid: str) -> dict[str, Any]:
     statement: dict[str, Any]
     (statement,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Sid"] == sid]
     return statement
+
+
+def _arn(template: dict[str, Any], sid: str, slot: int = 0) -> list[Any]:
+    """The ``!Sub [text, variables]`` of repository slot ``slot`` of statement ``sid``."""
+    resource = _statement(template, sid)["Resource"][slot]
+    sub: list[Any] = (
+        resource["Fn::If"][1]["Fn::Sub"] if "Fn::If" in resource else resource["Fn::Sub"]
+    )
+    return sub
 
 
 MUTATIONS: list[tuple[str, Callable[[dict[str, Any]], None], ResolvedGrant]] = [
@@ -135,17 +158,25 @@ MUTATIONS: list[tuple[str, Callable[[dict[str, Any]], None], ResolvedGrant]] = [
     ),
     (
         "role publishes only one package",
-        lambda t: _statement(t, "PublishPythonPackages")["Resource"]["Fn::Sub"].__setitem__(
-            0, _statement(t, "PublishPythonPackages")["Resource"]["Fn::Sub"][0][:-1] + "tools"
+        lambda t: _arn(t, "PublishPythonPackages").__setitem__(
+            0, _arn(t, "PublishPythonPackages")[0][:-1] + "tools"
         ),
         PUBLISH,
     ),
     (
         "role reads another repository",
-        lambda t: _statement(t, "ReadRepository")["Resource"]["Fn::Sub"].__setitem__(
-            0, _statement(t, "ReadRepository")["Resource"]["Fn::Sub"][0] + "-other"
-        ),
+        lambda t: _arn(t, "ReadRepository").__setitem__(0, _arn(t, "ReadRepository")[0] + "-other"),
         READ,
+    ),
+    (
+        "role cannot read the second repository",
+        lambda t: _statement(t, "ReadRepository")["Resource"].pop(1),
+        READ_SECOND,
+    ),
+    (
+        "role cannot publish to the last repository",
+        lambda t: _statement(t, "PublishPythonPackages")["Resource"].pop(len(SERVED) - 1),
+        PUBLISH_LAST,
     ),
     (
         "role lacks GetRepositoryEndpoint",
@@ -182,3 +213,22 @@ def test_a_role_narrower_than_the_broker_promises_is_caught(
     assert gaps(grant, role_policy(template)) == []
     mutate(template)
     assert gaps(grant, role_policy(template)) != []
+
+
+# ------------------------------------------------------------------------ the role is the ceiling
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        pytest.param(ResolvedGrant("r", "pypi-store", "read", (), 3600), id="read-the-store"),
+        pytest.param(ResolvedGrant("r", "pypi-store", "publish", ("x",), 3600), id="publish-store"),
+        pytest.param(ResolvedGrant("r", "other", "read", (), 3600), id="read-another"),
+        pytest.param(ResolvedGrant("r", "internal2", "publish", ("x",), 3600), id="name-prefix"),
+        pytest.param(ResolvedGrant("r", "team_x", "read", (), 3600), id="part-of-a-name"),
+    ],
+)
+def test_a_grant_on_a_repository_not_served_is_beyond_the_role(grant: ResolvedGrant) -> None:
+    """Whatever the rules said, a token for a repository outside the set would carry nothing
+    there: TokenIssuerRole never allows it."""
+    assert gaps(grant, role_policy()) != []

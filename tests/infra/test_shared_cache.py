@@ -1,7 +1,8 @@
 """The shared token cache and replay guard in template.yaml: created only when asked for, the
 function's environment agrees with what the broker's settings accept, and the function's role
-may touch the table and use the key for exactly what the code does. Each check is proven by a
-mutation."""
+may touch the table and use the key for exactly what the code does, whether the stack creates the
+CodeArtifact estate or attaches to one (the broker accepts the whole environment, the repositories
+it serves included). Each check is proven by a mutation."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.infra.cfn_eval import (
     Stack,
     Template,
     as_list,
+    deploy,
     load,
     mutation_params,
     properties,
@@ -33,6 +35,16 @@ COMBINATIONS = [
     ("Disabled", "Disabled", "off", "false", False, False),
 ]
 TABLE_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+# The estate created, and one that exists in another account; each with the repositories served.
+ESTATES = [
+    ({"Repositories": "internal,restricted"}, ("internal", "restricted")),
+    (
+        {"Estate": "Existing", "DomainOwner": "444455556666", "Repositories": "shared.lib"},
+        ("shared.lib",),
+    ),
+]
+SAMPLE_TABLE = "cabroker-CacheTable-1"
+SAMPLE_KEY = "arn:aws:kms:us-east-1:111122223333:key/abc-123"
 
 
 def _stack(t: Template, cache: str, guard: str) -> Stack:
@@ -67,26 +79,25 @@ def resources_and_environment_follow_the_parameters(t: Template) -> list[str]:
         actual = {name: env.get(name) for name in expected}
         if actual != expected:
             problems.append(f"{where}: environment {actual}, expected {expected}")
-        # what the template sets, the broker accepts (as concrete names)
-        concrete = {
-            **{k: v for k, v in env.items() if isinstance(v, str) and k.startswith("BROKER_")},
-            "BROKER_RULES_PARAMETER": "/cabroker/cabroker/rules",
-            "BROKER_ROLE_ARN": "arn:aws:iam::111122223333:role/TokenIssuerRole",
-            "BROKER_DOMAIN": "acme",
-            "BROKER_DOMAIN_OWNER": "111122223333",
-            "AWS_REGION": "us-east-1",
-        }
-        if has_table:
-            concrete["BROKER_CACHE_TABLE"] = "cabroker-CacheTable-1"
-        if uses_key:
-            concrete["BROKER_CACHE_KEY_ID"] = "arn:aws:kms:us-east-1:111122223333:key/abc-123"
-        try:
-            settings = Settings.from_env(concrete)
-        except ValueError as error:
-            problems.append(f"{where}: the broker refuses the template's settings: {error}")
-            continue
-        if (settings.shared_cache, settings.replay_guard) != (sharing, replay == "true"):
-            problems.append(f"{where}: the broker reads {settings.shared_cache}")
+        # what the template sets, the broker accepts (deployed: the nested stacks' outputs are
+        # concrete; the table and key get sample names), in either estate
+        for estate, repositories in ESTATES:
+            overrides = {"SharedTokenCache": cache, "ReplayGuard": guard, **estate}
+            deployed = deploy(t, overrides).environment()
+            concrete = {k: v for k, v in deployed.items() if k.startswith("BROKER_")}
+            if has_table:
+                concrete["BROKER_CACHE_TABLE"] = SAMPLE_TABLE
+            if uses_key:
+                concrete["BROKER_CACHE_KEY_ID"] = SAMPLE_KEY
+            try:
+                settings = Settings.from_env({**concrete, "AWS_REGION": "us-east-1"})
+            except ValueError as error:
+                problems.append(f"{where} {estate}: the broker refuses the settings: {error}")
+                continue
+            if (settings.shared_cache, settings.replay_guard) != (sharing, replay == "true"):
+                problems.append(f"{where}: the broker reads {settings.shared_cache}")
+            if settings.repositories != repositories:
+                problems.append(f"{where} {estate}: the broker serves {settings.repositories}")
     return problems
 
 
@@ -173,6 +184,9 @@ MUTATIONS: list[Mutation] = [
      resources_and_environment_follow_the_parameters),
     ("replay guard never on",
      lambda t: _env(t).update(BROKER_REPLAY_GUARD="false"),
+     resources_and_environment_follow_the_parameters),
+    ("repositories joined as the broker cannot read them",
+     lambda t: _env(t).update(BROKER_REPOSITORIES={"Fn::Join": [";", {"Ref": "Repositories"}]}),
      resources_and_environment_follow_the_parameters),
     ("table statement allows Scan",
      lambda t: _policy(t)[2]["Fn::If"][1]["Action"].append("dynamodb:Scan"),

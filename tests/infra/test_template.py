@@ -2,14 +2,17 @@
 
 cfn-lint and ``sam validate --lint`` check that the template is well formed (and follow no nested
 template); these tests check that it says what the README's API, settings and session-policy
-sections say.  The root stack nests infra/codeartifact.yaml (the domain and repositories) and
-infra/iam.yaml (TokenIssuerRole, whose checks live in test_iam.py); here: the broker's role can do
-nothing but assume the Iam stack's TokenIssuerRole and read the rules, TokenIssuerRole trusts that
-role, the function and the outputs read the nested stacks' outputs, the nested stacks get the root's
-parameters, and the API throttles and logs without the caller's token.  Intrinsic functions are
-evaluated by tests/infra/cfn_eval.py over sample parameter values, so ARNs are compared as the
-strings CloudFormation would produce (nested outputs stay symbolic:
-``<Iam.Outputs.TokenIssuerRoleArn>``).
+sections say.  The root stack nests infra/codeartifact.yaml (the domain and repositories, only
+with Estate=Create) and infra/iam.yaml (TokenIssuerRole, whose checks live in test_iam.py); here:
+the broker's role can do nothing but assume the Iam stack's TokenIssuerRole and read the rules
+(which the stack never writes), TokenIssuerRole trusts that role, the Iam stack gets the domain,
+owner and repositories created (Estate=Create) or named (Estate=Existing, which creates no
+CodeArtifact resource at all), the function and the outputs read them from the Iam stack, and the
+API throttles and logs without the caller's token.  Intrinsic functions are evaluated by
+tests/infra/cfn_eval.py over sample parameter values, so ARNs are compared as the strings
+CloudFormation would produce; symbolically (nested outputs read ``<Iam.Outputs.DomainName>``) or
+through :func:`~tests.infra.cfn_eval.deploy`, which evaluates each nested stack for what the root
+passes it and hands its outputs back, so what the function gets is compared with what exists.
 
 The wiring and security checks return their violations and each is proven by mutations of the
 template that break exactly its property.
@@ -26,26 +29,35 @@ from typing import Any
 import pytest
 import yaml
 
-from broker import rules
+from broker.settings import Settings
 from devstack import cfn_yaml
 from tests.infra.cfn_eval import (
     ACCOUNT,
+    NOT_REPOSITORY_NAMES,
     OTHER_ACCOUNT,
+    PSEUDO_PARAMETERS,
+    REGION,
     ROOT,
     Check,
+    Deployment,
+    DeploymentError,
     Mutation,
     Stack,
     Template,
     all_policy_documents,
     allowed,
     as_list,
+    deploy,
+    is_trap,
     load,
     mutation_params,
     parameter_error,
     properties,
+    refusal,
     resources_of_type,
     role_policy_documents,
     statements,
+    unresolved,
 )
 
 TEMPLATE = ROOT / "template.yaml"
@@ -53,11 +65,17 @@ MAKEFILE = ROOT / "functions" / "Makefile"
 THIRD_ACCOUNT = "777788889999"
 KEY_ARN = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 RULES_PARAMETER_ARN = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/cabroker/cabroker/rules"
-NESTED_STACKS = {"CodeArtifact": "infra/codeartifact.yaml", "Iam": "infra/iam.yaml"}
+NESTED_STACKS = {
+    "CodeArtifact": "infra/codeartifact.yaml",
+    "Iam": "infra/iam.yaml",
+    "Dependabot": "infra/dependabot.yaml",
+}
+# Five repositories, the most a deployment serves, with the characters a name may have.
+FIVE = "a.b,team_x,lib-3,R4,z9.v_1"
 # Sample root parameter values: the defaults, and every nested-stack parameter given.
 GIVEN = {
     "DomainName": "corp",
-    "RepositoryName": "private.repo",
+    "Repositories": "private.repo,team_x",
     "EncryptionKeyArn": KEY_ARN,
     "InternalPrefixes": "acme,acmecorp",
     "ReaderAccounts": f"{OTHER_ACCOUNT},{THIRD_ACCOUNT}",
@@ -65,7 +83,33 @@ GIVEN = {
     "CreateReaderPolicy": "true",
     "CreatePublisherPolicy": "false",
 }
-SAMPLES: dict[str, dict[str, str]] = {"defaults": {}, "given": GIVEN}
+# An estate that exists: in this account (DomainOwner empty), and in another one.
+EXISTING = {"Estate": "Existing", "DomainName": "corp", "Repositories": "internal,restricted"}
+ELSEWHERE = {
+    "Estate": "Existing",
+    "DomainName": "shared",
+    "DomainOwner": OTHER_ACCOUNT,
+    "Repositories": FIVE,
+    "CreatePublisherPolicy": "true",
+}
+# Dependabot's role (an optional nested stack) for a served repository, or the default one.
+DEPENDABOT = {"DependabotRepositoryOwnerId": "1234567", "DependabotRepositoryIds": "89,1011"}
+SAMPLES: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "given": GIVEN,
+    "five": {"Repositories": FIVE, **DEPENDABOT, "DependabotRepository": "lib-3"},
+    "existing": EXISTING,
+    "existing-one": {"Estate": "Existing", "Repositories": "internal"},
+    "existing-cross-account": {**ELSEWHERE, **DEPENDABOT},
+}
+
+
+def creates_estate(overrides: Mapping[str, str]) -> bool:
+    return overrides.get("Estate", "Create") == "Create"
+
+
+CREATE_SAMPLES = {name: o for name, o in SAMPLES.items() if creates_estate(o)}
+EXISTING_SAMPLES = {name: o for name, o in SAMPLES.items() if not creates_estate(o)}
 
 
 # --- helpers over the template --------------------------------------------------------------------
@@ -190,6 +234,25 @@ def test_loader_refuses(text: str) -> None:
 # --- wiring and security checks, each returning its violations ------------------------------------
 
 
+def served(t: Template, overrides: Mapping[str, str]) -> tuple[str, str, list[str]]:
+    """The domain, its owner and the repositories the parameters name (the owner: DomainOwner, or
+    this account when empty)."""
+    stack = Stack(t, overrides)
+    owner = stack.parameter("DomainOwner") or ACCOUNT
+    return stack.parameter("DomainName"), owner, stack.parameter("Repositories").split(",")
+
+
+def deployed(
+    t: Template, overrides: Mapping[str, str], problems: list[str], sample: str
+) -> Deployment | None:
+    """``t`` deployed for ``overrides`` with its nested stacks, or None (and why, in problems)."""
+    try:
+        return deploy(t, overrides, location=TEMPLATE)
+    except (DeploymentError, IndexError, KeyError) as error:
+        problems.append(f"{sample}: cannot be deployed: {error!r}")
+        return None
+
+
 def broker_role_is_for_lambda_only(t: Template) -> list[str]:
     trust = statements(properties(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"])
     expected = {
@@ -211,7 +274,7 @@ def broker_role_managed_policies_are_logs_and_traces(t: Template) -> list[str]:
 
 def broker_role_may_only_assume_token_issuer_and_read_rules(t: Template) -> list[str]:
     """BrokerFunctionPolicy: AssumeRole on the Iam stack's output, GetParameter on the rules."""
-    problems = []
+    problems: list[str] = []
     if "Policies" in properties(t, "BrokerFunctionRole"):
         problems.append("BrokerFunctionRole has inline policies")
     if "Policies" in properties(t, "BrokerFunction"):
@@ -222,8 +285,6 @@ def broker_role_may_only_assume_token_issuer_and_read_rules(t: Template) -> list
             problems.append(f"AssumeRole on {statement['Resource']}, not {issuer}")
     for sample, overrides in SAMPLES.items():
         stack = Stack(t, overrides)
-        if stack.ref("RulesParameter") != "/cabroker/cabroker/rules":
-            problems.append(f"{sample}: the rules parameter is {stack.ref('RulesParameter')}")
         actual = allowed(stack, role_policy_documents(t, "BrokerFunctionRole"))
         expected = {
             ("sts:AssumeRole", "<Iam.Outputs.TokenIssuerRoleArn>"),
@@ -232,6 +293,38 @@ def broker_role_may_only_assume_token_issuer_and_read_rules(t: Template) -> list
         }
         problems += [f"{sample}: also allows {pair}" for pair in sorted(actual - expected)]
         problems += [f"{sample}: lacks {pair}" for pair in sorted(expected - actual)]
+    return problems
+
+
+def the_stack_never_writes_the_rules(t: Template) -> list[str]:
+    """No SSM parameter in any of the templates but the deliberate TooMany* traps (the rules are
+    pushed by cabroker-admin, never by a deploy), and the function, its policy and the output
+    name the same parameter, /cabroker/<stack name>/rules, whatever the stack is called."""
+    problems: list[str] = []
+    templates = {"template.yaml": t} | {
+        location: load(TEMPLATE.parent / location) for location in NESTED_STACKS.values()
+    }
+    for where, template in templates.items():
+        for name, resource in resources_of_type(template, "AWS::SSM::Parameter").items():
+            if not (name.startswith("TooMany") and "Condition" in resource and is_trap(resource)):
+                problems.append(f"{where}: {name} is an SSM parameter the stack writes")
+    for stack_name in ("cabroker", "team-b"):
+        stack = Stack(t, pseudo={**PSEUDO_PARAMETERS, "AWS::StackName": stack_name})
+        name = f"/cabroker/{stack_name}/rules"
+        arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
+        variable = stack.resolve(function_environment(t).get("BROKER_RULES_PARAMETER"))
+        output = stack.resolve(t["Outputs"].get("RulesParameterName", {}).get("Value"))
+        read = {
+            resource
+            for action, resource in allowed(stack, role_policy_documents(t, "BrokerFunctionRole"))
+            if action == "ssm:GetParameter"
+        }
+        if variable != name:
+            problems.append(f"stack {stack_name}: BROKER_RULES_PARAMETER is {variable}, not {name}")
+        if output != name:
+            problems.append(f"stack {stack_name}: output RulesParameterName is {output}")
+        if read != {arn}:
+            problems.append(f"stack {stack_name}: the function may read {sorted(read)}, not {arn}")
     return problems
 
 
@@ -244,7 +337,7 @@ def function_waits_for_its_policy(t: Template) -> list[str]:
 
 def only_the_broker_function_role(t: Template) -> list[str]:
     """TokenIssuerRole lives in the Iam stack; no other role, nor one SAM would make."""
-    problems = []
+    problems: list[str] = []
     roles = set(resources_of_type(t, "AWS::IAM::Role"))
     if roles != {"BrokerFunctionRole"}:
         problems.append(f"the roles are {sorted(roles)}")
@@ -255,7 +348,7 @@ def only_the_broker_function_role(t: Template) -> list[str]:
 
 
 def no_negations_or_action_wildcards(t: Template) -> list[str]:
-    problems = []
+    problems: list[str] = []
     for where, document in all_policy_documents(t):
         for statement in statements(document):
             negations = {"NotAction", "NotResource", "NotPrincipal"} & set(statement)
@@ -267,17 +360,31 @@ def no_negations_or_action_wildcards(t: Template) -> list[str]:
     return problems
 
 
-def iam_stack_trusts_the_broker_role_for_the_domain_created(t: Template) -> list[str]:
-    problems = []
+def iam_stack_trusts_the_broker_role_for_the_served_domain(t: Template) -> list[str]:
+    """The Iam stack gets the CodeArtifact stack's domain, owner and repositories when the
+    estate is created, the parameters' (the owner defaulting to this account) when it exists."""
+    problems: list[str] = []
     passed = nested_parameters(t, "Iam")
     broker_role = {"Fn::GetAtt": ["BrokerFunctionRole", "Arn"]}
     if passed.get("BrokerRoleArn") != broker_role:
         problems.append(f"Iam's BrokerRoleArn is {passed.get('BrokerRoleArn')}, not {broker_role}")
     for sample, overrides in SAMPLES.items():
+        domain, owner, repositories = served(t, overrides)
+        estate = (
+            {
+                "DomainName": "<CodeArtifact.Outputs.DomainName>",
+                "DomainOwner": "<CodeArtifact.Outputs.DomainOwner>",
+                "RepositoryNames": "<CodeArtifact.Outputs.PrivateRepositoryNames>",
+            }
+            if creates_estate(overrides)
+            else {
+                "DomainName": domain,
+                "DomainOwner": owner,
+                "RepositoryNames": ",".join(repositories),
+            }
+        )
         expected = {
-            "DomainName": "<CodeArtifact.Outputs.DomainName>",
-            "DomainOwner": "<CodeArtifact.Outputs.DomainOwner>",
-            "RepositoryName": "<CodeArtifact.Outputs.PrivateRepositoryName>",
+            **estate,
             "BrokerRoleArn": "<BrokerFunctionRole.Arn>",
             "CreateReaderPolicy": overrides.get("CreateReaderPolicy", "false"),
             "CreatePublisherPolicy": overrides.get("CreatePublisherPolicy", "false"),
@@ -287,15 +394,15 @@ def iam_stack_trusts_the_broker_role_for_the_domain_created(t: Template) -> list
 
 
 def codeartifact_stack_gets_the_root_parameters(t: Template) -> list[str]:
-    problems = []
+    problems: list[str] = []
     passed = nested_parameters(t, "CodeArtifact")
-    for sample, overrides in SAMPLES.items():
+    for sample, overrides in CREATE_SAMPLES.items():
         value = Stack(t, overrides).parameter
         expected = {
             "DomainName": value("DomainName"),
             "EncryptionKeyArn": value("EncryptionKeyArn"),
-            "PrivateRepositoryName": value("RepositoryName"),
             # CommaDelimitedList parameters cross the stack boundary joined with ",".
+            "PrivateRepositoryNames": value("Repositories"),
             "InternalPrefixes": value("InternalPrefixes"),
             "ReaderAccounts": value("ReaderAccounts"),
             "PublisherAccounts": value("PublisherAccounts"),
@@ -306,15 +413,17 @@ def codeartifact_stack_gets_the_root_parameters(t: Template) -> list[str]:
 
 
 def function_environment_comes_from_the_nested_stacks(t: Template) -> list[str]:
+    """What the function serves is what the Iam stack holds: its outputs, in either estate."""
     environment = function_environment(t)
-    problems = []
+    problems: list[str] = []
     if "BROKER_RULES_FILE" in environment:
         problems.append("BROKER_RULES_FILE is set as well as BROKER_RULES_PARAMETER")
     expected = {
         "BROKER_RULES_PARAMETER": "/cabroker/cabroker/rules",
         "BROKER_ROLE_ARN": "<Iam.Outputs.TokenIssuerRoleArn>",
-        "BROKER_DOMAIN": "<CodeArtifact.Outputs.DomainName>",
-        "BROKER_DOMAIN_OWNER": "<CodeArtifact.Outputs.DomainOwner>",
+        "BROKER_DOMAIN": "<Iam.Outputs.DomainName>",
+        "BROKER_DOMAIN_OWNER": "<Iam.Outputs.DomainOwner>",
+        "BROKER_REPOSITORIES": "<Iam.Outputs.RepositoryNames>",
     }
     for sample, overrides in SAMPLES.items():
         actual = Stack(t, overrides).resolve({k: environment.get(k) for k in expected})
@@ -325,7 +434,7 @@ def function_environment_comes_from_the_nested_stacks(t: Template) -> list[str]:
 def nested_stacks_agree_with_their_templates(t: Template) -> list[str]:
     """Parameters passed are declared (required ones passed, values acceptable to the nested
     template), and every output read exists unconditionally."""
-    problems = []
+    problems: list[str] = []
     applications = {
         name: properties(t, name).get("Location")
         for name in resources_of_type(t, "AWS::Serverless::Application")
@@ -353,6 +462,8 @@ def nested_stacks_agree_with_their_templates(t: Template) -> list[str]:
             if joined and declared[parameter].get("Type") != "CommaDelimitedList":
                 problems.append(f"{name}: {parameter} gets a joined list but is a String")
             for sample, overrides in SAMPLES.items():
+                if not Stack(t, overrides).exists("Resources", name):
+                    continue  # not created: its parameters are never passed
                 resolved = Stack(t, overrides).resolve(value)
                 if isinstance(resolved, str) and not resolved.startswith("<"):
                     reason = parameter_error(declared[parameter], resolved)
@@ -367,13 +478,260 @@ def nested_stacks_agree_with_their_templates(t: Template) -> list[str]:
     return problems
 
 
+def nothing_reads_a_resource_that_is_not_created(t: Template) -> list[str]:
+    """Every resource and output created reads only resources created with it (CloudFormation
+    refuses a reference to one whose Condition is false, e.g. the CodeArtifact stack when the
+    estate exists, outside an Fn::If on that condition)."""
+    problems: list[str] = []
+    for sample, overrides in SAMPLES.items():
+        for extra in ({}, {"SharedTokenCache": "Disabled", "ReplayGuard": "Disabled"}):
+            stack = Stack(t, {**overrides, **extra})
+            where = f"{sample}{' ' + str(extra) if extra else ''}"
+            for name, resource in stack.resources().items():
+                missing = unresolved(stack, resource.get("Properties", {}))
+                missing |= {
+                    other
+                    for other in as_list(resource.get("DependsOn", []))
+                    if not stack.exists("Resources", other)
+                }
+                if missing:
+                    problems.append(f"{where}: {name} reads {sorted(missing)}, not created")
+            for name, output in t.get("Outputs", {}).items():
+                if stack.exists("Outputs", name):
+                    missing = unresolved(stack, output["Value"])
+                    if missing:
+                        problems.append(f"{where}: output {name} reads {sorted(missing)}")
+    return problems
+
+
+def an_existing_estate_is_never_created(t: Template) -> list[str]:
+    """Estate=Existing: no CodeArtifact stack and no AWS::CodeArtifact resource in any stack, so
+    the estate is neither created, changed nor deleted with the stack. Estate=Create (the
+    default): the domain, the store and every private repository."""
+    problems: list[str] = []
+    for sample, overrides in SAMPLES.items():
+        deployment = deployed(t, overrides, problems, sample)
+        if deployment is None:
+            continue
+        created = sorted(
+            f"{stack}/{name}"
+            for stack, name, resource in deployment.created()
+            if resource["Type"].startswith("AWS::CodeArtifact::")
+        )
+        if creates_estate(overrides):
+            _, _, repositories = served(t, overrides)
+            if len(created) < 2 + len(repositories):
+                problems.append(f"{sample}: creates only {created}")
+        else:
+            if created:
+                problems.append(f"{sample}: attaches to an estate, yet creates {created}")
+            if "CodeArtifact" in deployment.nested:
+                problems.append(f"{sample}: attaches to an estate, yet creates its stack")
+    return problems
+
+
+def _what_the_broker_serves(
+    sample: str, deployment: Deployment, domain: str, owner: str, repositories: list[str]
+) -> list[str]:
+    """The Iam stack, TokenIssuerRole, the function and the outputs agree on domain, owner and
+    repositories, and they are the ones given."""
+    if "Iam" not in deployment.nested:
+        return [f"{sample}: no Iam stack"]
+    joined = ",".join(repositories)
+    iam = deployment.passed("Iam")
+    problems = differences(
+        f"{sample}: Iam",
+        {key: iam.get(key) for key in ("DomainName", "DomainOwner", "RepositoryNames")},
+        {"DomainName": domain, "DomainOwner": owner, "RepositoryNames": joined},
+    )
+    environment = deployment.environment()
+    expected = {
+        "BROKER_DOMAIN": domain,
+        "BROKER_DOMAIN_OWNER": owner,
+        "BROKER_REPOSITORIES": joined,
+    }
+    problems += differences(
+        f"{sample}: environment", {key: environment.get(key) for key in expected}, expected
+    )
+    outputs = deployment.outputs()
+    expected = {
+        "DomainName": domain,
+        "DomainOwner": owner,
+        "PrivateRepositoryName": repositories[0],
+        "PrivateRepositoryNames": joined,
+    }
+    problems += differences(
+        f"{sample}: output", {key: outputs.get(key) for key in expected}, expected
+    )
+    stack = deployment.nested["Iam"]
+    read = {
+        resource
+        for action, resource in allowed(
+            stack, role_policy_documents(stack.template, "TokenIssuerRole")
+        )
+        if action == "codeartifact:ReadFromRepository"
+    }
+    arn = f"arn:aws:codeartifact:{REGION}:{owner}:repository/{domain}/"
+    if read != {arn + name for name in repositories}:
+        problems.append(f"{sample}: TokenIssuerRole reads {sorted(read)}")
+    return problems
+
+
+def the_broker_serves_the_estate_it_attaches_to(t: Template) -> list[str]:
+    problems: list[str] = []
+    for sample, overrides in EXISTING_SAMPLES.items():
+        deployment = deployed(t, overrides, problems, sample)
+        if deployment is not None:
+            problems += _what_the_broker_serves(sample, deployment, *served(t, overrides))
+    return problems
+
+
+def the_broker_serves_the_estate_it_creates(t: Template) -> list[str]:
+    """The domain the CodeArtifact stack creates, owned by this account, and the private
+    repositories it creates (those of the Repositories parameter, in order)."""
+    problems: list[str] = []
+    for sample, overrides in CREATE_SAMPLES.items():
+        deployment = deployed(t, overrides, problems, sample)
+        if deployment is None:
+            continue
+        if "CodeArtifact" not in deployment.nested:
+            problems.append(f"{sample}: creates no CodeArtifact stack")
+            continue
+        codeartifact = deployment.nested["CodeArtifact"]
+        created = codeartifact.resources()
+        domains = [
+            codeartifact.deployed[name].attributes
+            for name, resource in created.items()
+            if resource["Type"] == "AWS::CodeArtifact::Domain"
+        ]
+        private = [
+            str(codeartifact.deployed[name].attributes["Name"])
+            for name, resource in created.items()
+            if resource["Type"] == "AWS::CodeArtifact::Repository"
+            and not resource["Properties"].get("ExternalConnections")
+        ]
+        domain, _, repositories = served(t, overrides)
+        if [d["Name"] for d in domains] != [domain]:
+            problems.append(f"{sample}: creates domains {domains}, not {domain}")
+            continue
+        if private != repositories:
+            problems.append(f"{sample}: creates repositories {private}, not {repositories}")
+        problems += _what_the_broker_serves(sample, deployment, domain, ACCOUNT, private)
+    return problems
+
+
+def domain_owner_only_when_attaching(t: Template) -> list[str]:
+    """Estate=Create (the default) owns the domain it creates: DomainOwner must be empty (the
+    OwnerOnlyWhenAttaching rule); Existing takes an empty owner or a 12-digit account."""
+    problems: list[str] = []
+    for parameter, default in (("Estate", "Create"), ("DomainOwner", "")):
+        if t["Parameters"][parameter].get("Default") != default:
+            problems.append(f"{parameter}'s default is not {default!r}")
+    cases = [
+        ({}, True),
+        ({"DomainOwner": OTHER_ACCOUNT}, False),
+        ({"Estate": "Create", "DomainOwner": ACCOUNT}, False),
+        ({"Estate": "Existing"}, True),
+        ({"Estate": "Existing", "DomainOwner": OTHER_ACCOUNT}, True),
+        ({"Estate": "Existing", "DomainOwner": "12345"}, False),
+        ({"Estate": "Existing", "DomainOwner": "*"}, False),
+        ({"Estate": "Attach"}, False),
+    ]
+    for overrides, accepted in cases:
+        reason = refusal(t, overrides)
+        if (reason is None) != accepted:
+            problems.append(f"{overrides}: {'refused: ' + str(reason) if reason else 'accepted'}")
+    return problems
+
+
+def repositories_must_be_named(t: Template) -> list[str]:
+    """The RepositoriesAreNamed rule: one repository at least, and no empty entry (an empty
+    entry would reach IAM as repository/DOMAIN/, and every slot after it would shift)."""
+    problems: list[str] = []
+    for estate in ("Create", "Existing"):
+        for value in ("", ",", "internal,", ",internal", "a1,,b2"):
+            if refusal(t, {"Estate": estate, "Repositories": value}) is None:
+                problems.append(f"{estate}: Repositories={value!r} is accepted")
+        for value in ("internal", FIVE):
+            reason = refusal(t, {"Estate": estate, "Repositories": value})
+            if reason is not None:
+                problems.append(f"{estate}: Repositories={value!r} is refused: {reason}")
+    return problems
+
+
+def a_sixth_repository_fails_the_deployment(t: Template) -> list[str]:
+    """Five repositories deploy; a sixth, which no slot would grant, fails the deployment (a
+    TooMany* trap is created) whether the estate is created or exists."""
+    problems: list[str] = []
+    for estate in ("Create", "Existing"):
+        for repositories, fails in ((FIVE, False), (FIVE + ",six", True)):
+            sample = f"{estate} {repositories}"
+            deployment = deployed(
+                t, {"Estate": estate, "Repositories": repositories}, problems, sample
+            )
+            if deployment is None:
+                continue
+            traps = [
+                f"{stack}/{name}"
+                for stack, name, resource in deployment.created()
+                if is_trap(resource)
+            ]
+            if bool(traps) != fails:
+                problems.append(f"{sample}: traps {traps}")
+    return problems
+
+
+# An existing estate named with a repository twice (creating it would fail at the second one).
+TWICE = {
+    "twice": {"Estate": "Existing", "Repositories": "internal,internal"},
+    "twice-apart": {"Estate": "Existing", "Repositories": "a1,b2,a1"},
+}
+
+
+def the_broker_accepts_what_deploys(t: Template) -> list[str]:
+    """Whatever CloudFormation deploys, the broker accepts its environment (a deployment whose
+    broker refuses its settings answers every request with an error): the Rules refuse what the
+    broker would."""
+    problems = []
+    for sample, overrides in {**SAMPLES, **TWICE}.items():
+        try:
+            deployment = deploy(t, {**overrides, "SharedTokenCache": "Disabled"}, location=TEMPLATE)
+        except DeploymentError:
+            continue  # refused before anything is created
+        environment = {
+            name: value
+            for name, value in deployment.environment().items()
+            if name.startswith("BROKER_") and value != ""
+        }
+        try:
+            Settings.from_env({**environment, "AWS_REGION": REGION})
+        except ValueError as error:
+            problems.append(f"{sample}: deploys, and the broker refuses its settings: {error}")
+    return problems
+
+
+def served_repositories_are_names_never_the_store_or_a_pattern(t: Template) -> list[str]:
+    """Repositories refuses a pattern, the store and what is no repository name
+    (cfn_eval.NOT_REPOSITORY_NAMES): with Estate=Existing nothing else would, and TokenIssuerRole
+    would hold them (``repository/DOMAIN/*`` is every repository of the domain)."""
+    problems: list[str] = []
+    for estate in ("Create", "Existing"):
+        for value in NOT_REPOSITORY_NAMES:
+            if refusal(t, {"Estate": estate, "Repositories": value}) is None:
+                problems.append(f"{estate}: Repositories={value!r} is accepted")
+    return problems
+
+
 EXPECTED_OUTPUTS = {
     "BrokerUrl": "https://<BrokerApi>.execute-api.us-east-1.amazonaws.com",
-    "TokenIssuerRoleArn": "<Iam.Outputs.TokenIssuerRoleArn>",
-    "BrokerFunctionRoleArn": "<BrokerFunctionRole.Arn>",
-    "AdminPolicyArn": "<Iam.Outputs.AdminPolicyArn>",
-    "DomainName": "<CodeArtifact.Outputs.DomainName>",
-    "PrivateRepositoryName": "<CodeArtifact.Outputs.PrivateRepositoryName>",
+    # Sample ARNs of what the nested Iam stack creates (tests/infra/cfn_eval.py, deploy).
+    "TokenIssuerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/cabroker-TokenIssuerRole-SAMPLE",
+    "BrokerFunctionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/cabroker-BrokerFunctionRole-SAMPLE",
+    "AdminPolicyArn": f"arn:aws:iam::{ACCOUNT}:policy/AdminPolicy-SAMPLE",
+    "DomainName": "acme",
+    "DomainOwner": ACCOUNT,
+    "PrivateRepositoryName": "internal",
+    "PrivateRepositoryNames": "internal",
     "RulesParameterName": "/cabroker/cabroker/rules",
     "DashboardUrl": (
         "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=<Dashboard>"
@@ -382,27 +740,63 @@ EXPECTED_OUTPUTS = {
 
 
 def outputs_are_what_operators_need(t: Template) -> list[str]:
-    stack = Stack(t)
-    actual = {name: stack.resolve(output["Value"]) for name, output in t["Outputs"].items()}
-    return differences("output", actual, EXPECTED_OUTPUTS)
+    problems: list[str] = []
+    deployment = deployed(t, {}, problems, "defaults")
+    if deployment is not None:
+        problems += differences("output", deployment.outputs(), EXPECTED_OUTPUTS)
+    return problems
 
 
 CHECKS: list[Check] = [
     broker_role_is_for_lambda_only,
     broker_role_managed_policies_are_logs_and_traces,
     broker_role_may_only_assume_token_issuer_and_read_rules,
+    the_stack_never_writes_the_rules,
     function_waits_for_its_policy,
     only_the_broker_function_role,
     no_negations_or_action_wildcards,
-    iam_stack_trusts_the_broker_role_for_the_domain_created,
+    iam_stack_trusts_the_broker_role_for_the_served_domain,
     codeartifact_stack_gets_the_root_parameters,
     function_environment_comes_from_the_nested_stacks,
     nested_stacks_agree_with_their_templates,
+    nothing_reads_a_resource_that_is_not_created,
+    an_existing_estate_is_never_created,
+    the_broker_serves_the_estate_it_attaches_to,
+    the_broker_serves_the_estate_it_creates,
+    domain_owner_only_when_attaching,
+    repositories_must_be_named,
+    a_sixth_repository_fails_the_deployment,
+    served_repositories_are_names_never_the_store_or_a_pattern,
+    the_broker_accepts_what_deploys,
     outputs_are_what_operators_need,
 ]
+# Template defects the lead is to fix (see the check's docstring); strict: the fix fails the
+# test until the mark goes.
+KNOWN_DEFECTS = {
+    served_repositories_are_names_never_the_store_or_a_pattern: (
+        "template.yaml's Repositories has no AllowedPattern (checked per entry for a "
+        "CommaDelimitedList) and no rule refuses pypi-store"
+    ),
+    the_broker_accepts_what_deploys: (
+        "Estate=Existing with a repository named twice deploys, and the broker refuses "
+        "BROKER_REPOSITORIES with a duplicate (every request fails)"
+    ),
+}
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "check",
+    [
+        pytest.param(
+            check,
+            id=check.__name__,
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[check])]
+            if check in KNOWN_DEFECTS
+            else [],
+        )
+        for check in CHECKS
+    ],
+)
 def test_the_template_has_the_property(check: Check) -> None:
     assert check(load(TEMPLATE)) == []
 
@@ -423,8 +817,35 @@ def _add_resource(t: Template, name: str, resource: dict[str, Any]) -> None:
     t["Resources"][name] = resource
 
 
+def _unconstrained(t: Template, parameter: str) -> None:
+    """No pattern on ``parameter``'s entries and no rule: any value is accepted."""
+    t["Parameters"][parameter].pop("AllowedPattern", None)
+    t.pop("Rules", None)
+
+
+def _iam_parameter(t: Template, parameter: str, branch: int, value: Any) -> None:
+    """Set branch 1 (the estate created) or 2 (the estate named) of an Iam stack parameter."""
+    properties(t, "Iam")["Parameters"][parameter]["Fn::If"][branch] = value
+
+
 OUTPUT = "Fn::GetAtt"
 S3_READ = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
+REPOSITORIES = {"Ref": "Repositories"}
+OLD_RULES_PARAMETER: dict[str, Any] = {
+    "Type": "AWS::SSM::Parameter",
+    "Properties": {
+        "Name": {"Fn::Sub": "/cabroker/${AWS::StackName}/rules"},
+        "Type": "String",
+        "Value": "version: 1\nissuers: {}\nrules: []\n",
+    },
+}
+
+
+def _unnamed(t: Template, parameter: str) -> None:
+    """Neither the RepositoriesAreNamed rule nor a pattern on the entries refuses an empty one."""
+    t["Rules"].pop("RepositoriesAreNamed")
+    t["Parameters"][parameter].pop("AllowedPattern", None)
+
 
 MUTATIONS: list[Mutation] = [
     (
@@ -523,21 +944,26 @@ MUTATIONS: list[Mutation] = [
         lambda t: properties(t, "Iam")["Parameters"].update(
             BrokerRoleArn={"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
         ),
-        iam_stack_trusts_the_broker_role_for_the_domain_created,
+        iam_stack_trusts_the_broker_role_for_the_served_domain,
     ),
     (
         "Iam sees the store repository",
-        lambda t: properties(t, "Iam")["Parameters"].update(
-            RepositoryName={OUTPUT: ["CodeArtifact", "Outputs.StoreRepositoryName"]}
+        lambda t: _iam_parameter(
+            t, "RepositoryNames", 1, {OUTPUT: ["CodeArtifact", "Outputs.StoreRepositoryName"]}
         ),
-        iam_stack_trusts_the_broker_role_for_the_domain_created,
+        iam_stack_trusts_the_broker_role_for_the_served_domain,
+    ),
+    (
+        "attached domain owner left empty",
+        lambda t: _iam_parameter(t, "DomainOwner", 2, {"Ref": "DomainOwner"}),
+        iam_stack_trusts_the_broker_role_for_the_served_domain,
     ),
     (
         "reader flag creates the publisher policy",
         lambda t: properties(t, "Iam")["Parameters"].update(
             CreatePublisherPolicy={"Ref": "CreateReaderPolicy"}
         ),
-        iam_stack_trusts_the_broker_role_for_the_domain_created,
+        iam_stack_trusts_the_broker_role_for_the_served_domain,
     ),
     (
         "prefixes joined with ';'",
@@ -551,6 +977,13 @@ MUTATIONS: list[Mutation] = [
         lambda t: properties(t, "CodeArtifact")["Parameters"].update(
             InternalPrefixes={"Ref": "InternalPrefixes"}
         ),
+        codeartifact_stack_gets_the_root_parameters,
+    ),
+    (
+        "repositories joined with ';'",
+        lambda t: properties(t, "CodeArtifact")["Parameters"]["PrivateRepositoryNames"][
+            "Fn::Join"
+        ].__setitem__(0, ";"),
         codeartifact_stack_gets_the_root_parameters,
     ),
     (
@@ -584,6 +1017,11 @@ MUTATIONS: list[Mutation] = [
         function_environment_comes_from_the_nested_stacks,
     ),
     (
+        "function repositories not the Iam stack's",
+        lambda t: _environment(t).update(BROKER_REPOSITORIES={"Fn::Join": [",", REPOSITORIES]}),
+        function_environment_comes_from_the_nested_stacks,
+    ),
+    (
         "function reads rules from a file too",
         lambda t: _environment(t).update(BROKER_RULES_FILE="/var/task/rules.yaml"),
         function_environment_comes_from_the_nested_stacks,
@@ -612,7 +1050,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "a root default the nested stack refuses",
-        lambda t: t["Parameters"]["RepositoryName"].update(Default="-internal"),
+        lambda t: t["Parameters"]["DomainName"].update(Default="Acme"),
         nested_stacks_agree_with_their_templates,
     ),
     (
@@ -626,6 +1064,168 @@ MUTATIONS: list[Mutation] = [
         "nested template missing",
         lambda t: properties(t, "Iam").update(Location="infra/missing.yaml"),
         nested_stacks_agree_with_their_templates,
+    ),
+    (
+        "the rules written by the stack again",
+        lambda t: _add_resource(t, "RulesParameter", copy.deepcopy(OLD_RULES_PARAMETER)),
+        the_stack_never_writes_the_rules,
+    ),
+    (
+        "a trap with a name, which could hold rules",
+        lambda t: _add_resource(
+            t,
+            "TooManyRules",
+            {
+                "Type": "AWS::SSM::Parameter",
+                "Condition": "TracingOn",
+                "Properties": {**OLD_RULES_PARAMETER["Properties"], "AllowedPattern": "^$"},
+            },
+        ),
+        the_stack_never_writes_the_rules,
+    ),
+    (
+        "the function reads another stack's rules",
+        lambda t: _broker_statement(t, "ReadRules").update(
+            Resource={
+                "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+                ":parameter/cabroker/cabroker/rules"
+            }
+        ),
+        the_stack_never_writes_the_rules,
+    ),
+    (
+        "the function looks for the rules elsewhere",
+        lambda t: _environment(t).update(BROKER_RULES_PARAMETER="/cabroker/rules"),
+        the_stack_never_writes_the_rules,
+    ),
+    (
+        "the function's domain read from the CodeArtifact stack",
+        lambda t: _environment(t).update(
+            BROKER_DOMAIN={OUTPUT: ["CodeArtifact", "Outputs.DomainName"]}
+        ),
+        nothing_reads_a_resource_that_is_not_created,
+    ),
+    (
+        "an output read from the CodeArtifact stack",
+        lambda t: t["Outputs"]["DomainName"].update(
+            Value={OUTPUT: ["CodeArtifact", "Outputs.DomainName"]}
+        ),
+        nothing_reads_a_resource_that_is_not_created,
+    ),
+    (
+        "the Iam stack waits for the CodeArtifact stack",
+        lambda t: t["Resources"]["Iam"].update(DependsOn="CodeArtifact"),
+        nothing_reads_a_resource_that_is_not_created,
+    ),
+    (
+        "the estate created even when it exists",
+        lambda t: t["Resources"]["CodeArtifact"].pop("Condition"),
+        an_existing_estate_is_never_created,
+    ),
+    (
+        "the estate created under another condition",
+        lambda t: t["Resources"]["CodeArtifact"].update(Condition="TracingOn"),
+        an_existing_estate_is_never_created,
+    ),
+    (
+        "a repository created in the root stack",
+        lambda t: _add_resource(
+            t,
+            "ExtraRepository",
+            {
+                "Type": "AWS::CodeArtifact::Repository",
+                "Properties": {"DomainName": {"Ref": "DomainName"}, "RepositoryName": "extra"},
+            },
+        ),
+        an_existing_estate_is_never_created,
+    ),
+    (
+        "attached estate's owner always this account",
+        lambda t: _iam_parameter(t, "DomainOwner", 2, {"Ref": "AWS::AccountId"}),
+        the_broker_serves_the_estate_it_attaches_to,
+    ),
+    (
+        "attached estate's default repository only",
+        lambda t: _iam_parameter(t, "RepositoryNames", 2, {"Fn::Select": [0, REPOSITORIES]}),
+        the_broker_serves_the_estate_it_attaches_to,
+    ),
+    (
+        "function serves the default repository only",
+        lambda t: _environment(t).update(
+            BROKER_REPOSITORIES={
+                "Fn::Select": [
+                    0,
+                    {"Fn::Split": [",", {OUTPUT: ["Iam", "Outputs.RepositoryNames"]}]},
+                ]
+            }
+        ),
+        the_broker_serves_the_estate_it_attaches_to,
+    ),
+    (
+        "created estate's default repository only",
+        lambda t: _iam_parameter(
+            t, "RepositoryNames", 1, {OUTPUT: ["CodeArtifact", "Outputs.PrivateRepositoryName"]}
+        ),
+        the_broker_serves_the_estate_it_creates,
+    ),
+    (
+        "only the default repository created",
+        lambda t: properties(t, "CodeArtifact")["Parameters"].update(
+            PrivateRepositoryNames={"Fn::Select": [0, REPOSITORIES]}
+        ),
+        the_broker_serves_the_estate_it_creates,
+    ),
+    (
+        "the default repository output names them all",
+        lambda t: t["Outputs"]["PrivateRepositoryName"].update(
+            Value={OUTPUT: ["Iam", "Outputs.RepositoryNames"]}
+        ),
+        the_broker_serves_the_estate_it_creates,
+    ),
+    (
+        "an owner named for a created domain",
+        lambda t: t["Rules"].pop("OwnerOnlyWhenAttaching"),
+        domain_owner_only_when_attaching,
+    ),
+    (
+        "no owner named for an existing domain",
+        lambda t: t["Rules"]["OwnerOnlyWhenAttaching"].pop("RuleCondition"),
+        domain_owner_only_when_attaching,
+    ),
+    (
+        "any owner",
+        lambda t: t["Parameters"]["DomainOwner"].pop("AllowedPattern"),
+        domain_owner_only_when_attaching,
+    ),
+    (
+        "attaching by default",
+        lambda t: t["Parameters"]["Estate"].update(Default="Existing"),
+        domain_owner_only_when_attaching,
+    ),
+    (
+        "empty repositories accepted",
+        lambda t: _unnamed(t, "Repositories"),
+        repositories_must_be_named,
+    ),
+    (
+        "a sixth attached repository dropped",
+        lambda t: _iam_parameter(
+            t,
+            "RepositoryNames",
+            2,
+            {"Fn::Join": [",", [{"Fn::Select": [i, REPOSITORIES]} for i in range(5)]]},
+        ),
+        a_sixth_repository_fails_the_deployment,
+    ),
+    (
+        "repositories unconstrained",
+        lambda t: _unconstrained(t, "Repositories"),
+        served_repositories_are_names_never_the_store_or_a_pattern,
+    ),
+    (
+        "repositories given to the broker joined with ';'",
+        lambda t: _environment(t).update(BROKER_REPOSITORIES={"Fn::Join": [";", REPOSITORIES]}),
+        the_broker_accepts_what_deploys,
     ),
     (
         "issuer role output is the function role",
@@ -741,22 +1341,16 @@ def test_the_cold_start_benchmark_loads_the_tracer_as_the_template_does(
     assert set(TRACER_BY_TRACING) == set(template["Parameters"]["Tracing"]["AllowedValues"])
 
 
-def test_function_reads_rules_from_ssm_not_a_file(template: dict[str, Any]) -> None:
-    environment = function_environment(template)
-    assert environment["BROKER_RULES_PARAMETER"] == {"Ref": "RulesParameter"}
+def test_function_reads_rules_from_ssm_not_a_file(stack: Stack) -> None:
+    environment = function_environment(stack.template)
+    assert stack.resolve(environment["BROKER_RULES_PARAMETER"]) == "/cabroker/cabroker/rules"
     assert "BROKER_RULES_FILE" not in environment
 
 
-def test_rules_parameter_holds_the_rules_document(stack: Stack) -> None:
-    props = properties(stack.template, "RulesParameter")
-    assert props["Type"] == "String"
-    assert props["Value"] == {"Ref": "RulesDocument"}
-    assert stack.resolve(props["Tier"]) == "Standard"
-
-
-def test_default_rules_document_is_valid_and_grants_nothing(stack: Stack) -> None:
-    ruleset = rules.parse(stack.parameter("RulesDocument"))
-    assert ruleset.rules == ()
+@pytest.mark.parametrize("parameter", ["RulesDocument", "RulesParameterTier", "RepositoryName"])
+def test_parameters_of_the_old_design_are_gone(template: dict[str, Any], parameter: str) -> None:
+    """The rules are pushed, never deployed; RepositoryName became Repositories."""
+    assert parameter not in template["Parameters"]
 
 
 # --- BrokerApi ------------------------------------------------------------------------------------
@@ -848,14 +1442,15 @@ def test_log_groups_are_named_and_expire(stack: Stack, log_group: str, name: str
     ("parameter", "default"),
     [
         pytest.param("DomainName", "acme", id="domain"),
-        pytest.param("RepositoryName", "internal", id="repository"),
+        pytest.param("Estate", "Create", id="estate-created"),
+        pytest.param("DomainOwner", "", id="domain-owner-this-account"),
+        pytest.param("Repositories", "internal", id="repositories"),
         pytest.param("EncryptionKeyArn", "", id="aws-managed-key"),
         pytest.param("InternalPrefixes", "acme", id="internal-prefixes"),
         pytest.param("ReaderAccounts", "", id="no-reader-accounts"),
         pytest.param("PublisherAccounts", "", id="no-publisher-accounts"),
         pytest.param("CreateReaderPolicy", "false", id="no-reader-policy"),
         pytest.param("CreatePublisherPolicy", "false", id="no-publisher-policy"),
-        pytest.param("RulesParameterTier", "Standard", id="tier"),
         pytest.param("ThrottlingRateLimit", "20", id="rate"),
         pytest.param("ThrottlingBurstLimit", "40", id="burst"),
         pytest.param("LogRetentionDays", "90", id="retention"),
@@ -866,12 +1461,41 @@ def test_parameter_default(stack: Stack, parameter: str, default: str) -> None:
     assert stack.parameter(parameter) == default
 
 
-def test_domain_owner_is_not_a_parameter(template: dict[str, Any]) -> None:
-    """The root stack creates the domain, so its owner is the stack's account."""
-    assert "DomainOwner" not in template["Parameters"]
+@pytest.mark.parametrize("sample", list(SAMPLES))
+def test_sample_values_are_valid_root_parameters(template: dict[str, Any], sample: str) -> None:
+    assert refusal(template, SAMPLES[sample]) is None
 
 
-def test_sample_values_are_valid_root_parameters(template: dict[str, Any]) -> None:
-    Stack(template, GIVEN)  # raises if CloudFormation would refuse a value
-    with pytest.raises(ValueError, match="RepositoryName"):
-        Stack(template, {**GIVEN, "RepositoryName": "-internal"})
+def test_invalid_root_parameters_are_refused(template: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="DomainName"):
+        Stack(template, {**GIVEN, "DomainName": "Corp"})
+    with pytest.raises(ValueError, match="DomainOwner"):
+        Stack(template, {**EXISTING, "DomainOwner": "4444-5555-6666"})
+
+
+def test_the_evaluator_checks_list_entries_and_rules() -> None:
+    """What the checks above lean on: a CommaDelimitedList's AllowedPattern applies to each
+    entry, and Rules (with Fn::Contains) are evaluated only where their RuleCondition holds."""
+    template: Template = {
+        "Parameters": {
+            "Names": {
+                "Type": "CommaDelimitedList",
+                "Default": "a1",
+                "AllowedPattern": "^[a-z]\\d$",
+            },
+            "Mode": {"Type": "String", "Default": "On"},
+        },
+        "Rules": {
+            "NotX9": {
+                "RuleCondition": {"Fn::Equals": [{"Ref": "Mode"}, "On"]},
+                "Assertions": [
+                    {"Assert": {"Fn::Not": [{"Fn::Contains": [{"Ref": "Names"}, "x9"]}]}}
+                ],
+            }
+        },
+        "Resources": {},
+    }
+    assert refusal(template, {"Names": "a1,b2"}) is None
+    assert refusal(template, {"Names": "a1,*"}) is not None
+    assert refusal(template, {"Names": "a1,x9"}) == "NotX9: refused"
+    assert refusal(template, {"Names": "a1,x9", "Mode": "Off"}) is None
