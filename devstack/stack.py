@@ -249,15 +249,31 @@ class Devstack:
         temporary.replace(path)
 
     def update_rules(self) -> None:
-        """Write the rules file into the broker's SSM parameter (as a deploy would)."""
+        """Push the rules file into the broker's SSM parameter as `cabroker-admin rules push`
+        does (cabroker_admin.rulesstore.push): checked by the broker's own acceptance first, a
+        new version labelled live, nothing written when unchanged. A refused document, or a
+        failed AWS call, raises SystemExit naming the file and why; the parameter is left as
+        it was."""
+        from broker.scope import Domain
+        from cabroker_admin.errors import AdminError
+        from cabroker_admin.rulesstore import push
+
         if self.aws is None or self.idp is None:
             raise RuntimeError("the devstack is not running")
-        text = expand_rules(self.options.rules_file, self.idp.base_url)
-        check_rules(text, self.options.rules_file)
-        ssm = admin_session(REGION).client("ssm", endpoint_url=self.aws.url)
-        ssm.put_parameter(
-            Name=self.state["rules_parameter"], Value=text, Type="String", Overwrite=True
+        path = self.options.rules_file
+        served = self.state.get("private_repositories") or [self.state["repositories"]["private"]]
+        text = expand_rules(path, self.idp.base_url)
+        domain = Domain(
+            partition="aws",
+            region=REGION,
+            owner=self.state["domain_owner"],
+            name=self.state["domain"],
         )
+        ssm = admin_session(REGION).client("ssm", endpoint_url=self.aws.url)
+        try:
+            push(ssm, self.state["rules_parameter"], text, domain, served, origin=str(path))
+        except AdminError as error:
+            raise SystemExit(str(error)) from None
 
     def _watch_rules(self) -> None:
         path = self.options.rules_file
