@@ -21,7 +21,7 @@ help:
 	@echo "make dist    the client's wheel and sdist in dist/ (what a release publishes)"
 	@echo "make bench   run every benchmark once and print one table (about 3 min)"
 
-$(VENV)/.installed: requirements/dev.txt requirements/actionlint.txt functions/requirements.txt client/pyproject.toml
+$(VENV)/.installed: requirements/dev.txt requirements/actionlint.txt functions/requirements.txt client/pyproject.toml pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt

@@ -52,12 +52,15 @@ def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
     cabroker = shlex.quote(str(BIN / "cabroker"))
     python = shlex.quote(str(BIN / "python"))
     try_venv = '"$HOME/cabroker-try"'
+    repositories = ", ".join(state["private_repositories"])
     return f"""
 The devstack is running (state: see DEVSTACK_STATE or .devstack/state.json).
   broker          {broker}
   AWS endpoint    {state["aws_endpoint_url"]}   (STS, IAM, SSM, CodeArtifact)
   identity (IdP)  {state["issuers"]["github"]["url"].rsplit("/", 1)[0]}/{{github,corp}}
   public index    {state["public_index_url"]}
+  environment     {state["environment"]} (samconfig.toml; DEVSTACK_ENV=NAME deploys another)
+  repositories    {repositories} in domain {state["domain"]} (the first is the default)
   broker log      {broker_log or "this console"}   (JSON; here: one line per request)
 
 Try it (another terminal):

@@ -23,6 +23,8 @@ from string import Template
 from typing import TYPE_CHECKING, Any, TextIO
 
 from devstack.device import ConsoleApprover
+from devstack.environments import SamconfigError, parameter_overrides
+from devstack.estate import STORE, create_estate
 from devstack.idp import IdentityProvider
 from devstack.provision import Clients, Deployment, Provisioner, admin_session
 from devstack.public import PublicIndex, build_public_index
@@ -64,16 +66,22 @@ class Options:
     device_interval: int = 5
     watch_rules: bool = True
     throttle: bool = True  # the template's API throttling (off only to measure capacity)
-    # template.yaml parameters beyond the devstack's own (e.g. {"ReplayGuard": "Enabled"})
+    # The samconfig.toml environment whose parameter overrides are deployed (DEVSTACK_ENV).
+    environment: str = field(default_factory=lambda: os.environ.get("DEVSTACK_ENV") or "default")
+    # template.yaml parameters beyond the environment's (e.g. {"ReplayGuard": "Enabled"})
     parameters: dict[str, str] = field(default_factory=dict)
 
 
-def expand_rules(path: Path, idp_url: str) -> str:
-    """The rules document with ``${idp}`` filled in; any other ``$`` placeholder is an error."""
+def expand_rules(path: Path, idp_url: str, repositories: list[str]) -> str:
+    """The rules document with its placeholders filled in: ``${idp}``, and ``${repo1}``,
+    ``${repo2}``, … for the deployment's private repositories (the default first). Any other
+    ``$`` placeholder is an error."""
+    names = {f"repo{number}": name for number, name in enumerate(repositories, start=1)}
     try:
-        return Template(path.read_text(encoding="utf-8")).substitute(idp=idp_url)
+        return Template(path.read_text(encoding="utf-8")).substitute(idp=idp_url, **names)
     except (KeyError, ValueError) as error:
-        raise SystemExit(f"{path}: only ${{idp}} may be used as a placeholder ({error})") from None
+        allowed = ", ".join("${" + name + "}" for name in ["idp", *names])
+        raise SystemExit(f"{path}: only {allowed} may be used as placeholders ({error})") from None
 
 
 def check_rules(text: str, path: Path) -> None:
@@ -123,7 +131,9 @@ class Devstack:
         self.idp = IdentityProvider(
             port=self._port(2), device_interval=self.options.device_interval
         )
-        rules_text = expand_rules(self.options.rules_file, self.idp.base_url)
+        parameters = self._parameters()
+        repositories = [name.strip() for name in parameters["Repositories"].split(",")]
+        rules_text = expand_rules(self.options.rules_file, self.idp.base_url, repositories)
         check_rules(rules_text, self.options.rules_file)
         issuers = _issuers(rules_text)
         for name, issuer in issuers.items():
@@ -135,18 +145,31 @@ class Devstack:
         self.aws.start()
         # moto loads AWS managed policies (the template attaches two) only when asked, as its
         # IAM backend is made; asked for the provisioning only, not for the whole process.
+        if parameters.get("Estate") == "Existing":
+            # The team's estate exists before the broker (devstack/estate.py).
+            ca = admin_session(REGION).client("codeartifact", endpoint_url=self.aws.url)
+            create_estate(ca, parameters["DomainName"], repositories)
         with _environment(MOTO_IAM_LOAD_MANAGED_POLICIES="true"):
-            self.deployment = self._provision(rules_text)
-        self._start_broker(ACCOUNT)
-        assert self.gateway is not None  # noqa: S101 - set by _start_broker
+            self.deployment = self._provision(parameters)
         outputs = self.deployment.outputs
+        private = str(outputs["PrivateRepositoryNames"]).split(",")
         self.state = {
-            "broker_url": self.gateway.url,
             "aws_endpoint_url": self.aws.url,
             "region": REGION,
+            "environment": self.options.environment,
             "domain": outputs["DomainName"],
-            "domain_owner": ACCOUNT,
-            "repositories": {"private": outputs["PrivateRepositoryName"], "store": "pypi-store"},
+            "domain_owner": outputs["DomainOwner"],
+            "repositories": {"private": outputs["PrivateRepositoryName"], "store": STORE},
+            "private_repositories": private,
+            "rules_parameter": outputs["RulesParameterName"],
+        }
+        # The stack writes no rules: they are pushed, checked, as an admin pushes them.
+        self.update_rules()
+        self._start_broker(ACCOUNT)
+        assert self.gateway is not None  # noqa: S101 - set by _start_broker
+        self.state = {
+            "broker_url": self.gateway.url,
+            **self.state,
             "public_index_url": self.public.simple_url,
             "issuers": {
                 name: {
@@ -157,7 +180,6 @@ class Devstack:
                 }
                 for name, issuer in issuers.items()
             },
-            "rules_parameter": outputs["RulesParameterName"],
             "token_issuer_role_arn": outputs["TokenIssuerRoleArn"],
             "pid": os.getpid(),
         }
@@ -166,7 +188,18 @@ class Devstack:
             threading.Thread(target=self._watch_rules, name="rules-watch", daemon=True).start()
         return self.state
 
-    def _provision(self, rules_text: str) -> Deployment:
+    def _parameters(self) -> dict[str, str]:
+        """The template's parameters: the samconfig.toml environment's overrides, then the
+        options' own; Repositories as the template's default when neither names them."""
+        try:
+            parameters = parameter_overrides(self.options.environment)
+        except SamconfigError as error:
+            raise SystemExit(str(error)) from None
+        parameters.update(self.options.parameters)
+        parameters.setdefault("Repositories", _template_default("Repositories"))
+        return parameters
+
+    def _provision(self, parameters: dict[str, str]) -> Deployment:
         from devstack.aws import ACCOUNT
 
         assert self.aws is not None  # noqa: S101
@@ -178,11 +211,8 @@ class Devstack:
             "AWS::URLSuffix": "amazonaws.com",
         }
         provisioner = Provisioner(Clients.for_endpoint(self.aws.url, REGION), pseudo, ROOT)
-        # Tracing=PassThrough: there is no X-Ray daemon here (and Tracer costs ~130 ms).
-        return provisioner.deploy(
-            ROOT / "template.yaml",
-            {**self.options.parameters, "RulesDocument": rules_text, "Tracing": "PassThrough"},
-        )
+        # Tracing=PassThrough: there is no X-Ray daemon here.
+        return provisioner.deploy(ROOT / "template.yaml", {**parameters, "Tracing": "PassThrough"})
 
     def _start_broker(self, account: str) -> None:
         from devstack.gateway import FunctionSpec, Gateway, Pool, TokenBucket
@@ -262,7 +292,7 @@ class Devstack:
             raise RuntimeError("the devstack is not running")
         path = self.options.rules_file
         served = self.state.get("private_repositories") or [self.state["repositories"]["private"]]
-        text = expand_rules(path, self.idp.base_url)
+        text = expand_rules(path, self.idp.base_url, served)
         domain = Domain(
             partition="aws",
             region=REGION,
@@ -314,6 +344,12 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _template_default(parameter: str) -> str:
+    from devstack import cfn_yaml
+
+    return str(cfn_yaml.load(ROOT / "template.yaml")["Parameters"][parameter]["Default"])
 
 
 def _issuers(rules_text: str) -> dict[str, dict[str, str]]:

@@ -237,3 +237,21 @@ def test_every_setting_the_function_reads_is_on_the_admin_page() -> None:
     admin = (ROOT / "docs" / "admin.md").read_text(encoding="utf-8")
     assert len(names) >= 20
     assert sorted(name for name in names if f"`{name}`" not in admin) == []
+
+
+def test_the_guided_deploy_asks_the_estate_first_as_the_admin_page_says() -> None:
+    """`sam deploy --guided` prompts every parameter in the template's order: the four that
+    decide the estate come first, and the admin page's prompt table lists them in that order."""
+    first = template_section("Parameters")[:4]
+    assert first == ["Estate", "DomainName", "DomainOwner", "Repositories"]
+    admin = (ROOT / "docs" / "admin.md").read_text(encoding="utf-8")
+    table = admin.split("### What `sam deploy --guided` asks", 1)[1].split("\n### ", 1)[0]
+    prompts = re.findall(r"^\| `Parameter ([A-Za-z]+)` \|", table, re.M)
+    assert prompts == first
+    assert "`BrokerFunction has no authentication. Is this okay?` | **`y`**" in table
+
+
+def test_no_template_parameter_takes_a_yaml_document() -> None:
+    text = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    assert "RulesDocument" not in text
+    assert "version: 1" not in text

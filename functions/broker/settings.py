@@ -134,7 +134,7 @@ def _shared_table(env: Mapping[str, str]) -> tuple[str | None, str | None, str, 
 
 
 def _repositories(env: Mapping[str, str]) -> tuple[str, ...]:
-    """BROKER_REPOSITORIES: comma-separated repository names, no duplicates; may be unset."""
+    """BROKER_REPOSITORIES: comma-separated repository names, in order; may be unset."""
     raw = env.get("BROKER_REPOSITORIES") or ""
     names = [name.strip() for name in raw.split(",")] if raw.strip() else []
     for name in names:
@@ -142,9 +142,7 @@ def _repositories(env: Mapping[str, str]) -> tuple[str, ...]:
             raise SettingsError(
                 f"BROKER_REPOSITORIES: {name!r} is not a CodeArtifact repository name"
             )
-    if len(set(names)) != len(names):
-        raise SettingsError("BROKER_REPOSITORIES names a repository twice")
-    return tuple(names)
+    return tuple(dict.fromkeys(names))  # a repository named twice is served once
 
 
 def _region(env: Mapping[str, str]) -> str:

@@ -24,7 +24,6 @@ PSEUDO = {
     "AWS::StackName": STACK,
     "AWS::URLSuffix": "amazonaws.com",
 }
-MINIMAL_RULES = "version: 1\nissuers: {}\nrules: []\n"
 
 
 # --- policy_json -------------------------------------------------------------------------------
@@ -249,12 +248,14 @@ def test_the_real_template_deploys(stand_in: AwsStandIn, monkeypatch: pytest.Mon
     provisioner = Provisioner(clients, PSEUDO, ROOT)
 
     deployment = provisioner.deploy(
-        ROOT / "template.yaml", {"RulesDocument": MINIMAL_RULES, "Tracing": "PassThrough"}
+        ROOT / "template.yaml", {"Repositories": "internal,restricted", "Tracing": "PassThrough"}
     )
 
     outputs = deployment.outputs
     assert outputs["DomainName"] == "acme"
+    assert outputs["DomainOwner"] == ACCOUNT
     assert outputs["PrivateRepositoryName"] == "internal"
+    assert outputs["PrivateRepositoryNames"] == "internal,restricted"
     assert outputs["RulesParameterName"] == f"/cabroker/{STACK}/rules"
     role_arn = outputs["TokenIssuerRoleArn"]
     assert role_arn.startswith(f"arn:aws:iam::{ACCOUNT}:role/")
@@ -270,6 +271,7 @@ def test_the_real_template_deploys(stand_in: AwsStandIn, monkeypatch: pytest.Mon
     assert environment["BROKER_ROLE_ARN"] == role_arn
     assert environment["BROKER_DOMAIN"] == "acme"
     assert environment["BROKER_DOMAIN_OWNER"] == ACCOUNT
+    assert environment["BROKER_REPOSITORIES"] == "internal,restricted"
     assert environment["POWERTOOLS_TRACE_DISABLED"] == "true"  # Tracing=PassThrough
 
     routes = template_routes(cfn_yaml.load(ROOT / "template.yaml"))
@@ -288,8 +290,11 @@ def test_the_real_template_deploys(stand_in: AwsStandIn, monkeypatch: pytest.Mon
     # What was created is there, as the template says.
     admin = session()
     ssm = admin.client("ssm", endpoint_url=stand_in.url)
-    rules = ssm.get_parameter(Name=outputs["RulesParameterName"])["Parameter"]["Value"]
-    assert rules == MINIMAL_RULES
+    with pytest.raises(ssm.exceptions.ParameterNotFound):  # rules are pushed, never deployed
+        ssm.get_parameter(Name=outputs["RulesParameterName"])
+    ca = admin.client("codeartifact", endpoint_url=stand_in.url)
+    listed = ca.list_repositories_in_domain(domain="acme")["repositories"]
+    assert sorted(r["name"] for r in listed) == ["internal", "pypi-store", "restricted"]
     iam = admin.client("iam", endpoint_url=stand_in.url)
     assert iam.list_role_policies(RoleName=role_name)["PolicyNames"] == ["codeartifact-tokens"]
     function_role = outputs["BrokerFunctionRoleArn"].rsplit("/", 1)[1]

@@ -494,12 +494,7 @@ CHECKS: list[Check] = [
 ]
 # Template defects the lead is to fix (see the check's docstring); strict: the fix fails the
 # test until the mark goes.
-KNOWN_DEFECTS = {
-    served_repositories_are_names_never_the_store_or_a_pattern: (
-        "infra/iam.yaml's RepositoryNames has no AllowedPattern (checked per entry for a "
-        "CommaDelimitedList) and no rule refuses pypi-store"
-    ),
-}
+KNOWN_DEFECTS: dict[Check, str] = {}
 
 
 @pytest.mark.parametrize(

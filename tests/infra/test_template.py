@@ -772,16 +772,7 @@ CHECKS: list[Check] = [
 ]
 # Template defects the lead is to fix (see the check's docstring); strict: the fix fails the
 # test until the mark goes.
-KNOWN_DEFECTS = {
-    served_repositories_are_names_never_the_store_or_a_pattern: (
-        "template.yaml's Repositories has no AllowedPattern (checked per entry for a "
-        "CommaDelimitedList) and no rule refuses pypi-store"
-    ),
-    the_broker_accepts_what_deploys: (
-        "Estate=Existing with a repository named twice deploys, and the broker refuses "
-        "BROKER_REPOSITORIES with a duplicate (every request fails)"
-    ),
-}
+KNOWN_DEFECTS: dict[Check, str] = {}
 
 
 @pytest.mark.parametrize(
