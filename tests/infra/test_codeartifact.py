@@ -155,7 +155,7 @@ def every_named_repository_is_created(t: Template) -> list[str]:
         if created != names:
             problems.append(f"{names}: creates {created}")
         outputs = deployment.outputs()
-        expected = {"PrivateRepositoryName": names[0], "PrivateRepositoryNames": ",".join(names)}
+        expected = {"PrivateRepositoryName": names[0], "PrivateRepositories": ",".join(names)}
         actual = {name: outputs.get(name) for name in expected}
         if actual != expected:
             problems.append(f"{names}: outputs {actual}, not {expected}")
@@ -383,7 +383,7 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "repositories output only the default",
-        lambda t: t["Outputs"]["PrivateRepositoryNames"].update(
+        lambda t: t["Outputs"]["PrivateRepositories"].update(
             Value={"Fn::GetAtt": ["PrivateRepository", "Name"]}
         ),
         every_named_repository_is_created,

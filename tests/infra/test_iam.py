@@ -455,19 +455,19 @@ def outputs_name_the_resources(t: Template) -> list[str]:
         output = t.get("Outputs", {}).get(name, {})
         if output.get("Value") != value:
             problems.append(f"output {name} is {output.get('Value')}, not {value}")
-    for name in (*expected, "DomainName", "DomainOwner", "RepositoryNames"):
+    for name in (*expected, "ServedDomain", "ServedDomainOwner", "ServedRepositories"):
         if "Condition" in t.get("Outputs", {}).get(name, {}):
             problems.append(f"output {name} exists only under {t['Outputs'][name]['Condition']}")
     for scenario in SCENARIOS:
         stack = scenario.stack(t)
         actual = {
             name: stack.resolve(t.get("Outputs", {}).get(name, {}).get("Value"))
-            for name in ("DomainName", "DomainOwner", "RepositoryNames")
+            for name in ("ServedDomain", "ServedDomainOwner", "ServedRepositories")
         }
         served = {
-            "DomainName": scenario.domain,
-            "DomainOwner": scenario.owner,
-            "RepositoryNames": ",".join(scenario.repositories),
+            "ServedDomain": scenario.domain,
+            "ServedDomainOwner": scenario.owner,
+            "ServedRepositories": ",".join(scenario.repositories),
         }
         if actual != served:
             problems.append(f"{scenario.name}: outputs {actual}, not {served}")
@@ -906,12 +906,12 @@ MUTATIONS: list[Mutation] = [
     ),
     (
         "owner output empty for this account",
-        lambda t: t["Outputs"]["DomainOwner"].update(Value={"Ref": "DomainOwner"}),
+        lambda t: t["Outputs"]["ServedDomainOwner"].update(Value={"Ref": "DomainOwner"}),
         outputs_name_the_resources,
     ),
     (
         "repositories output only the default",
-        lambda t: t["Outputs"]["RepositoryNames"].update(
+        lambda t: t["Outputs"]["ServedRepositories"].update(
             Value={"Fn::Select": [0, {"Ref": "RepositoryNames"}]}
         ),
         outputs_name_the_resources,

@@ -10,7 +10,7 @@ owner and repositories created (Estate=Create) or named (Estate=Existing, which 
 CodeArtifact resource at all), the function and the outputs read them from the Iam stack, and the
 API throttles and logs without the caller's token.  Intrinsic functions are evaluated by
 tests/infra/cfn_eval.py over sample parameter values, so ARNs are compared as the strings
-CloudFormation would produce; symbolically (nested outputs read ``<Iam.Outputs.DomainName>``) or
+CloudFormation would produce; symbolically (nested outputs read ``<Iam.Outputs.ServedDomain>``) or
 through :func:`~tests.infra.cfn_eval.deploy`, which evaluates each nested stack for what the root
 passes it and hands its outputs back, so what the function gets is compared with what exists.
 
@@ -374,7 +374,7 @@ def iam_stack_trusts_the_broker_role_for_the_served_domain(t: Template) -> list[
             {
                 "DomainName": "<CodeArtifact.Outputs.DomainName>",
                 "DomainOwner": "<CodeArtifact.Outputs.DomainOwner>",
-                "RepositoryNames": "<CodeArtifact.Outputs.PrivateRepositoryNames>",
+                "RepositoryNames": "<CodeArtifact.Outputs.PrivateRepositories>",
             }
             if creates_estate(overrides)
             else {
@@ -421,9 +421,9 @@ def function_environment_comes_from_the_nested_stacks(t: Template) -> list[str]:
     expected = {
         "BROKER_RULES_PARAMETER": "/cabroker/cabroker/rules",
         "BROKER_ROLE_ARN": "<Iam.Outputs.TokenIssuerRoleArn>",
-        "BROKER_DOMAIN": "<Iam.Outputs.DomainName>",
-        "BROKER_DOMAIN_OWNER": "<Iam.Outputs.DomainOwner>",
-        "BROKER_REPOSITORIES": "<Iam.Outputs.RepositoryNames>",
+        "BROKER_DOMAIN": "<Iam.Outputs.ServedDomain>",
+        "BROKER_DOMAIN_OWNER": "<Iam.Outputs.ServedDomainOwner>",
+        "BROKER_REPOSITORIES": "<Iam.Outputs.ServedRepositories>",
     }
     for sample, overrides in SAMPLES.items():
         actual = Stack(t, overrides).resolve({k: environment.get(k) for k in expected})
@@ -1146,7 +1146,7 @@ MUTATIONS: list[Mutation] = [
             BROKER_REPOSITORIES={
                 "Fn::Select": [
                     0,
-                    {"Fn::Split": [",", {OUTPUT: ["Iam", "Outputs.RepositoryNames"]}]},
+                    {"Fn::Split": [",", {OUTPUT: ["Iam", "Outputs.ServedRepositories"]}]},
                 ]
             }
         ),
@@ -1169,7 +1169,7 @@ MUTATIONS: list[Mutation] = [
     (
         "the default repository output names them all",
         lambda t: t["Outputs"]["PrivateRepositoryName"].update(
-            Value={OUTPUT: ["Iam", "Outputs.RepositoryNames"]}
+            Value={OUTPUT: ["Iam", "Outputs.ServedRepositories"]}
         ),
         the_broker_serves_the_estate_it_creates,
     ),
