@@ -148,7 +148,8 @@ class Devstack:
         if parameters.get("Estate") == "Existing":
             # The team's estate exists before the broker (devstack/estate.py).
             ca = admin_session(REGION).client("codeartifact", endpoint_url=self.aws.url)
-            create_estate(ca, parameters["DomainName"], repositories)
+            prefixes = parameters.get("InternalPrefixes") or _template_default("InternalPrefixes")
+            create_estate(ca, parameters["DomainName"], repositories, prefixes.split(","))
         with _environment(MOTO_IAM_LOAD_MANAGED_POLICIES="true"):
             self.deployment = self._provision(parameters)
         outputs = self.deployment.outputs

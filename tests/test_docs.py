@@ -248,7 +248,19 @@ def test_the_guided_deploy_asks_the_estate_first_as_the_admin_page_says() -> Non
     table = admin.split("### What `sam deploy --guided` asks", 1)[1].split("\n### ", 1)[0]
     prompts = re.findall(r"^\| `Parameter ([A-Za-z]+)` \|", table, re.M)
     assert prompts == first
-    assert "`BrokerFunction has no authentication. Is this okay?` | **`y`**" in table
+    others = len(template_section("Parameters")) - len(first)
+    assert f"The other parameters ({others} of them)" in table
+    assert "`BrokerFunction has no authentication. Is this okay?` (asked once per route" in table
+    # SAM CLI asks it for each HttpApi event of the function (samcli's deploy auth_utils).
+    events = re.search(
+        r"^  BrokerFunction:\n.*?^    Properties:\n.*?^      Events:\n(.*?)(?=^  \S)",
+        (ROOT / "template.yaml").read_text(encoding="utf-8"),
+        re.S | re.M,
+    )
+    assert events is not None
+    count = len(re.findall(r"^          Type: HttpApi$", events.group(1), re.M))
+    words = {5: "five"}
+    assert f"asked once per route: {words[count]} times" in table
 
 
 def test_no_template_parameter_takes_a_yaml_document() -> None:

@@ -19,7 +19,7 @@ import boto3
 from botocore.exceptions import BotoCoreError
 
 from broker.scope import Domain, partition_of
-from broker.settings import ACCOUNT_ID, DOMAIN_NAME, REPOSITORY_NAME, ROLE_ARN
+from broker.settings import ACCOUNT_ID, DOMAIN_NAME, ROLE_ARN, repository_names
 from cabroker_admin.errors import AdminError, UsageError, aws_call, one_line
 
 STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
@@ -148,13 +148,14 @@ def from_flags(
 
 
 def repositories(listed: str, where: str, error: type[AdminError] = AdminError) -> tuple[str, ...]:
-    """Comma-separated repository names: at least one, each valid, none twice."""
-    names = tuple(name.strip() for name in listed.split(","))
-    for name in names:
-        if not REPOSITORY_NAME.fullmatch(name):
-            raise error(f"{where}: {name!r} is not a CodeArtifact repository name")
-    if len(set(names)) != len(names):
-        raise error(f"{where}: a repository is named twice")
+    """Comma-separated repository names, read as the broker reads BROKER_REPOSITORIES; at
+    least one."""
+    try:
+        names = repository_names(listed)
+    except ValueError as problem:
+        raise error(f"{where}: {problem}") from None
+    if not names:
+        raise error(f"{where}: names no repository")
     return names
 
 

@@ -133,16 +133,23 @@ def _shared_table(env: Mapping[str, str]) -> tuple[str | None, str | None, str, 
     return table, key_id, shared, replay
 
 
-def _repositories(env: Mapping[str, str]) -> tuple[str, ...]:
-    """BROKER_REPOSITORIES: comma-separated repository names, in order; may be unset."""
-    raw = env.get("BROKER_REPOSITORIES") or ""
-    names = [name.strip() for name in raw.split(",")] if raw.strip() else []
+def repository_names(listed: str) -> tuple[str, ...]:
+    """Comma-separated repository names, in order, each valid (ValueError names the one that is
+    not); a repository named twice counts once. The broker's BROKER_REPOSITORIES and the admin
+    tools read a deployment's repositories with it."""
+    names = [name.strip() for name in listed.split(",")] if listed.strip() else []
     for name in names:
         if not REPOSITORY_NAME.fullmatch(name):
-            raise SettingsError(
-                f"BROKER_REPOSITORIES: {name!r} is not a CodeArtifact repository name"
-            )
-    return tuple(dict.fromkeys(names))  # a repository named twice is served once
+            raise ValueError(f"{name!r} is not a CodeArtifact repository name")
+    return tuple(dict.fromkeys(names))
+
+
+def _repositories(env: Mapping[str, str]) -> tuple[str, ...]:
+    """BROKER_REPOSITORIES, which may be unset (nothing checked)."""
+    try:
+        return repository_names(env.get("BROKER_REPOSITORIES") or "")
+    except ValueError as error:
+        raise SettingsError(f"BROKER_REPOSITORIES: {error}") from None
 
 
 def _region(env: Mapping[str, str]) -> str:

@@ -1,9 +1,11 @@
-"""X-Ray tracing through Powertools Tracer, built only when tracing is on.
+"""X-Ray subsegments through Powertools Tracer, built only when asked for.
 
 Powertools' Tracer imports the X-Ray SDK, whose recorder builds two botocore clients at import:
-about 130 ms of cold start (see ``make bench``).  With ``POWERTOOLS_TRACE_DISABLED=true`` (the
-template's ``Tracing`` parameter off, and the tests) none of that is imported.  When on, the
-Tracer also patches botocore, so STS and CodeArtifact calls show as subsegments.
+about 170 ms of cold start (``bench/broker_request.py``).  With ``POWERTOOLS_TRACE_DISABLED=true``
+(the template's default ``Tracing=Active``, where Lambda records the invocation's own segments
+without the SDK, and ``PassThrough``; and the tests) none of that is imported.  With
+``Tracing=Detailed`` the Tracer also patches botocore, so STS and CodeArtifact calls show as
+subsegments.
 """
 
 from __future__ import annotations

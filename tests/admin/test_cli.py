@@ -165,7 +165,7 @@ def test_a_file_that_is_not_utf8_is_refused(
             ["rules", "push", "{file}", *FLAGS[:-1], "internal,,x"],
             "'' is not a CodeArtifact repository",
         ),
-        (["rules", "push", "{file}", *FLAGS[:-1], "internal,internal"], "named twice"),
+        (["rules", "push", "{file}", *FLAGS[:-1], " "], "names no repository"),
         (["rules", "push", "{file}", *FLAGS[:-3], "12345", *FLAGS[-2:]], "not a 12-digit"),
         (["rules", "push", "{file}", *FLAGS[:3], "Acme!", *FLAGS[4:]], "not a CodeArtifact domain"),
         (["rules", "pull", "--parameter", "/a:b"], "is not an SSM parameter name"),

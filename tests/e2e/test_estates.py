@@ -130,3 +130,12 @@ def test_a_publish_token_for_one_repository_cannot_publish_to_the_other(
     # Each token still publishes where its grant points.
     assert tools.twine_upload(app["upload_url"], app["token"], app_wheel).ok
     assert tools.twine_upload(vault["upload_url"], vault["token"], vault_wheel).ok
+
+
+def test_the_demo_story_holds_in_the_environment(estate: Estate) -> None:
+    """`DEVSTACK_ENV=NAME make demo` tells the same story: publish, install, the refusals, the
+    guard against a public package with an internal name (in `existing`, the estate's own)."""
+    from devstack.demo import run_story
+
+    told: list[str] = []
+    assert run_story(estate.running, told.append), "\n".join(told)

@@ -200,3 +200,30 @@ def test_push_refuse_and_roll_back_on_the_devstack(
     assert (status, body.get("type")) == (403, "urn:cabroker:problem:no-matching-rule")
     pulled = admin(devstack, "rules", "pull", *where(devstack))
     assert (pulled.returncode, pulled.stdout) == (0, original)
+
+
+def test_an_invalid_document_written_around_the_push_fails_closed_until_rolled_back(
+    devstack: Devstack, original: str
+) -> None:
+    """Someone writes the parameter directly (the console, `aws ssm put-parameter`) with a
+    document the broker refuses: every request answers 503 rules-unavailable, never a token
+    or a fall-open; `cabroker-admin rules rollback` brings the last good document back."""
+    ssm = ssm_client(devstack)
+    parameter = devstack.state["rules_parameter"]
+    invalid = with_rule(original, {"repository": "not-served-e2e", "access": "read"})
+    ssm.put_parameter(Name=parameter, Value=invalid, Type="String", Overwrite=True)
+
+    def answer() -> tuple[int, str | None]:
+        status, body = devstack.broker(
+            "POST", "/v1/token", devstack.id_token("github", CLAIMS), {"access": "read"}
+        )
+        return status, body.get("type")
+
+    eventually("the broker refusing to serve", lambda: answer()[0] == 503)
+    assert answer() == (503, "urn:cabroker:problem:rules-unavailable")
+
+    rolled = admin(devstack, "rules", "rollback", *flags(devstack))
+    assert rolled.returncode == 0, rolled.stderr
+    assert ssm.get_parameter(Name=parameter)["Parameter"]["Value"] == original
+    eventually("the broker serving again", lambda: answer()[0] != 503)
+    assert answer() == (403, "urn:cabroker:problem:no-matching-rule")

@@ -283,7 +283,8 @@ def published_packages_survive_the_stack(t: Template) -> list[str]:
     return [
         f"{name} would be deleted with the stack or on replacement"
         for name in kept
-        if t["Resources"][name].get("DeletionPolicy") != "Retain"
+        # RetainExceptOnCreate: kept, except when the stack's own creation rolls back
+        if t["Resources"][name].get("DeletionPolicy") not in ("Retain", "RetainExceptOnCreate")
         or t["Resources"][name].get("UpdateReplacePolicy") != "Retain"
     ]
 
