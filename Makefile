@@ -65,7 +65,7 @@ venv-checkov: $(CHECKOVVENV)/.installed
 venv-awscli: $(AWSCLIVENV)/.installed
 venv-poetry: $(POETRYVENV)/.installed
 
-test: venv venv-awscli venv-poetry
+test: venv venv-sam venv-awscli venv-poetry
 	$(PY) -m pytest
 
 lint: lint-python lint-cfn lint-checkov lint-workflows
