@@ -6,6 +6,14 @@ stays symbolic: ``Ref`` to a resource is ``<Name>`` (an SSM parameter is its ``N
 CloudFormation) and ``Fn::GetAtt`` is ``<Name.Attribute>``, so a nested stack's output reads
 ``<Iam.Outputs.TokenIssuerRoleArn>``.  Once a resource is in ``deployed``, its physical id and
 attributes are used instead.
+
+What CloudFormation refuses before it creates anything is refused here too
+(:func:`refusal`): a parameter value its constraints refuse (for a CommaDelimitedList,
+AllowedPattern and AllowedValues apply to each entry), a parameter without a value, and a
+Rule whose assertion fails (:meth:`Stack.rule_failures`, with the rule-only functions
+Fn::Contains, Fn::EachMemberEquals and Fn::EachMemberIn).  :func:`ssm_parameter_error` is
+what SSM refuses as an ``AWS::SSM::Parameter`` is created: a Value its AllowedPattern does not
+match, which is how a template fails its own deployment on purpose (the TooMany* traps).
 """
 
 from __future__ import annotations
@@ -36,9 +44,20 @@ class Deployed:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
+# What CloudFormation checks against each entry of a CommaDelimitedList (MinLength, MaxLength
+# and MinValue are for String and Number parameters).
+LIST_ENTRY_CONSTRAINTS = ("AllowedPattern", "AllowedValues")
+
+
 def parameter_error(declaration: Mapping[str, Any], value: str) -> str | None:
-    """Why CloudFormation would refuse ``value`` for a parameter so declared, or None."""
+    """Why CloudFormation would refuse ``value`` for a parameter so declared, or None; for a
+    CommaDelimitedList, AllowedPattern and AllowedValues apply to each entry."""
     if declaration.get("Type") == "CommaDelimitedList":
+        entry = {k: v for k, v in declaration.items() if k in LIST_ENTRY_CONSTRAINTS}
+        for item in value.split(","):
+            reason = parameter_error(entry, item)
+            if reason:
+                return f"entry {reason}"
         return None
     allowed = declaration.get("AllowedValues")
     if allowed is not None and value not in [str(v) for v in allowed]:
@@ -53,6 +72,20 @@ def parameter_error(declaration: Mapping[str, Any], value: str) -> str | None:
     if "MinValue" in declaration and float(value) < float(declaration["MinValue"]):
         return f"{value!r} is below {declaration['MinValue']}"
     return None
+
+
+def ssm_parameter_error(properties: Mapping[str, Any]) -> str | None:
+    """Why SSM would refuse to create an ``AWS::SSM::Parameter`` with ``properties`` (evaluated),
+    or None: its Value does not match its AllowedPattern."""
+    pattern = properties.get("AllowedPattern")
+    value = str(properties.get("Value", ""))
+    if pattern is not None and not re.fullmatch(str(pattern), value):
+        return f"Value {value!r} does not match its AllowedPattern {pattern}"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 @dataclass(frozen=True)
@@ -71,7 +104,8 @@ class Stack:
                 raise ValueError(f"{name} is not a parameter of the template")
             reason = parameter_error(declared[name], value)
             if reason:
-                raise ValueError(f"{name}: {reason}")
+                constraint = declared[name].get("ConstraintDescription")
+                raise ValueError(f"{name}: {reason}" + (f" ({constraint})" if constraint else ""))
 
     def parameter(self, name: str) -> str:
         if name in self.pseudo:
@@ -181,10 +215,34 @@ class Stack:
             case "Fn::Select":
                 index, items = arg
                 return self.resolve(items)[int(self.resolve(index))]
+            # Rule-only functions (CloudFormation takes them in Rules alone).
+            case "Fn::Contains":
+                items, item = arg
+                return str(self.resolve(item)) in [str(i) for i in self.resolve(items)]
+            case "Fn::EachMemberEquals":
+                items, item = arg
+                return all(str(i) == str(self.resolve(item)) for i in self.resolve(items))
+            case "Fn::EachMemberIn":
+                items, allowed = (self.resolve(a) for a in arg)
+                return all(str(i) in [str(a) for a in allowed] for i in items)
         if key.startswith("Fn::"):
             raise NotImplementedError(f"the evaluator does not know {key}")
         resolved = self.resolve(arg)
         return {} if resolved is NO_VALUE else {key: resolved}
+
+    def rule_failures(self) -> list[str]:
+        """The Rules CloudFormation would refuse these parameter values by, each
+        ``Rule: AssertDescription`` (on one line), for the rules whose RuleCondition holds."""
+        failures = []
+        for name, rule in self.template.get("Rules", {}).items():
+            condition = rule.get("RuleCondition")
+            if condition is not None and not self.resolve(condition):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self.resolve(assertion["Assert"]):
+                    description = _one_line(assertion.get("AssertDescription", "refused"))
+                    failures.append(f"{name}: {description}")
+        return failures
 
     def references(self, value: Any) -> set[str]:
         """The resources ``value`` refers to (Ref, GetAtt, ${X} and ${X.Attr} in Sub)."""
@@ -209,3 +267,24 @@ class Stack:
                 else:
                     found |= self.references(arg)
         return found
+
+
+def refusal(
+    template: Mapping[str, Any], overrides: Mapping[str, str], pseudo: Mapping[str, str]
+) -> str | None:
+    """Why CloudFormation would refuse to deploy ``template`` with ``overrides`` before creating
+    anything, or None when it would go ahead: a value that is no parameter of the template or
+    that the parameter's constraints refuse, a parameter with neither value nor default, a Rule
+    whose assertion fails (``Rule: AssertDescription``; several joined by ``; ``)."""
+    try:
+        stack = Stack(template, dict(overrides), pseudo)
+    except ValueError as error:
+        return str(error)
+    missing = [
+        name
+        for name, declaration in template.get("Parameters", {}).items()
+        if name not in overrides and "Default" not in declaration
+    ]
+    if missing:
+        return f"{', '.join(missing)}: must have a value (no default)"
+    return "; ".join(stack.rule_failures()) or None

@@ -7,6 +7,12 @@ resource type this module does not know stops provisioning, so the templates can
 resource the devstack silently lacks.  Resources that only matter in AWS (log groups) are
 listed in :data:`NOT_LOCAL` and skipped with a note.
 
+What AWS would refuse is refused here too (:class:`ProvisionError`, one line): a stack, the
+root or a nested one, whose parameter values CloudFormation would refuse or whose Rules fail
+(:func:`devstack.cfn.refusal`), before anything of it is created; and an SSM parameter whose
+Value does not match its AllowedPattern, as SSM refuses it, which is how the templates' TooMany*
+traps fail a deployment on purpose.
+
 The function and its HTTP API are not created: the devstack runs the function's code in its
 gateway (:mod:`devstack.gateway`) with the environment, role and throttling the template gives
 them, which :class:`Deployment` returns.
@@ -145,8 +151,16 @@ class Provisioner:
 
     def _stack(self, path: Path, parameters: Mapping[str, str], where: str) -> dict[str, Any]:
         template = cfn_yaml.load(path)
+        reason = cfn.refusal(template, parameters, self.pseudo)
+        if reason:
+            raise ProvisionError(f"{where}: CloudFormation refuses the stack: {reason}")
         stack = cfn.Stack(template, dict(parameters), self.pseudo)
         resources = stack.resources()
+        for name, resource in resources.items():
+            # A value known before anything is created (no resource in it): refused now.
+            props = resource.get("Properties", {})
+            if resource["Type"] == "AWS::SSM::Parameter" and not stack.references(props):
+                _check_ssm_parameter(f"{where}/{name}", stack.resolve(props))
         order = TopologicalSorter(
             {
                 name: {
@@ -191,7 +205,11 @@ class Provisioner:
     # --- resource types -------------------------------------------------------------------
 
     def ssm_parameter(self, logical: str, p: dict[str, Any]) -> cfn.Deployed:
+        _check_ssm_parameter(self._where, p)
         name = p.get("Name") or f"/{self.physical_name(logical)}"
+        extra: dict[str, Any] = {}
+        if "AllowedPattern" in p:  # kept with the parameter, as SSM does
+            extra["AllowedPattern"] = str(p["AllowedPattern"])
         self.clients.ssm.put_parameter(
             Name=name,
             Value=str(p["Value"]),
@@ -199,6 +217,7 @@ class Provisioner:
             Description=p.get("Description", ""),
             Tier=p.get("Tier", "Standard"),
             Overwrite=True,
+            **extra,
         )
         return cfn.Deployed(ref=name, attributes={"Type": p.get("Type", "String")})
 
@@ -414,6 +433,13 @@ CREATORS: dict[str, Creator] = {
     "AWS::Serverless::Function": Provisioner.serverless_function,
     "AWS::Serverless::HttpApi": Provisioner.serverless_http_api,
 }
+
+
+def _check_ssm_parameter(where: str, properties: Mapping[str, Any]) -> None:
+    """Refuse, as SSM does, a parameter whose Value its AllowedPattern does not match."""
+    reason = cfn.ssm_parameter_error(properties)
+    if reason:
+        raise ProvisionError(f"{where} (AWS::SSM::Parameter): SSM refuses it: {reason}")
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -5,10 +5,10 @@ evaluator the devstack deploys with) for sample parameter values, validated agai
 parameters' constraints as CloudFormation would, so that ARNs are compared as the strings
 CloudFormation would produce.  Resources stay symbolic (``<Name>``, ``<Name.Attribute>``).
 
-Two things CloudFormation does before it creates anything are done here too: it checks every
-entry of a CommaDelimitedList against the parameter's AllowedPattern and AllowedValues, and it
-evaluates the template's Rules (:meth:`Stack.rule_failures`, with the rule-only functions
-Fn::Contains, Fn::EachMemberEquals and Fn::EachMemberIn).  :func:`deploy` follows template.yaml
+What CloudFormation refuses before it creates anything (each entry of a CommaDelimitedList
+checked against the parameter's AllowedPattern and AllowedValues, the template's Rules) is
+:mod:`devstack.cfn`'s, which the devstack's provisioner refuses too: :func:`refusal` is
+:func:`devstack.cfn.refusal` in the sample account and region.  :func:`deploy` follows template.yaml
 through its nested stacks: each nested stack is evaluated for the parameters the root passes it,
 and its outputs are what the root then reads, so the domain, owner and repositories the function
 is given can be compared with the ones created or named.
@@ -30,7 +30,7 @@ import pytest
 from devstack import cfn, cfn_yaml
 from devstack.cfn import NO_VALUE as NO_VALUE
 from devstack.cfn import Deployed as Deployed
-from devstack.cfn import parameter_error as cfn_parameter_error
+from devstack.cfn import parameter_error as parameter_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,69 +64,17 @@ def load(path: Path) -> Template:
     return copy.deepcopy(_load(path))
 
 
-def parameter_error(declaration: Mapping[str, Any], value: str) -> str | None:
-    """Why CloudFormation would refuse ``value`` for a parameter so declared, or None; for a
-    CommaDelimitedList, AllowedPattern and AllowedValues apply to each entry."""
-    if declaration.get("Type") != "CommaDelimitedList":
-        return cfn_parameter_error(declaration, value)
-    entry = {k: v for k, v in declaration.items() if k in ("AllowedPattern", "AllowedValues")}
-    for item in value.split(","):
-        reason = cfn_parameter_error(entry, item)
-        if reason:
-            return f"entry {reason}"
-    return None
-
-
 @dataclass(frozen=True)
 class Stack(cfn.Stack):
-    """:class:`devstack.cfn.Stack` in the tests' sample account and region, which also checks
-    list entries and evaluates the template's Rules."""
+    """:class:`devstack.cfn.Stack` in the tests' sample account and region."""
 
     pseudo: Mapping[str, str] = field(default_factory=lambda: dict(PSEUDO_PARAMETERS))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        declared = self.template.get("Parameters", {})
-        for name, value in self.overrides.items():
-            reason = parameter_error(declared[name], value)
-            if reason:
-                raise ValueError(f"{name}: {reason}")
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, dict) and len(value) == 1:
-            ((key, arg),) = value.items()
-            if key == "Fn::Contains":
-                items, item = arg
-                return str(self.resolve(item)) in [str(i) for i in self.resolve(items)]
-            if key == "Fn::EachMemberEquals":
-                items, item = arg
-                return all(str(i) == str(self.resolve(item)) for i in self.resolve(items))
-            if key == "Fn::EachMemberIn":
-                items, allowed = (self.resolve(a) for a in arg)
-                return all(str(i) in [str(a) for a in allowed] for i in items)
-        return super().resolve(value)
-
-    def rule_failures(self) -> list[str]:
-        """The Rules CloudFormation would refuse these parameter values by: ``Rule: why``."""
-        failures = []
-        for name, rule in self.template.get("Rules", {}).items():
-            condition = rule.get("RuleCondition")
-            if condition is not None and not self.resolve(condition):
-                continue
-            for assertion in rule.get("Assertions", []):
-                if not self.resolve(assertion["Assert"]):
-                    failures.append(f"{name}: {assertion.get('AssertDescription', 'refused')}")
-        return failures
 
 
 def refusal(template: Template, overrides: Mapping[str, str]) -> str | None:
     """Why CloudFormation would refuse to deploy ``template`` with ``overrides`` before creating
-    anything (a parameter's constraints, a Rule), or None when it would go ahead."""
-    try:
-        stack = Stack(template, overrides)
-    except ValueError as error:
-        return str(error)
-    return "; ".join(stack.rule_failures()) or None
+    anything (:func:`devstack.cfn.refusal`), or None when it would go ahead."""
+    return cfn.refusal(template, overrides, PSEUDO_PARAMETERS)
 
 
 # --- a deployment of template.yaml and its nested stacks ------------------------------------------
@@ -224,13 +172,10 @@ def deploy(
     each nested stack created once the stacks it reads are, for the parameter values the root
     passes it, which must all be concrete and acceptable to it."""
     pseudo = dict(pseudo or PSEUDO_PARAMETERS)
-    try:
-        root = Stack(template, dict(overrides or {}), pseudo=pseudo)
-    except ValueError as error:
-        raise DeploymentError(str(error)) from None
-    if root.rule_failures():
-        raise DeploymentError("; ".join(root.rule_failures()))
-    root = _with_samples(root)
+    reason = cfn.refusal(template, dict(overrides or {}), pseudo)
+    if reason:
+        raise DeploymentError(reason)
+    root = _with_samples(Stack(template, dict(overrides or {}), pseudo=pseudo))
     created = root.resources()
     waiting = {name: r for name, r in created.items() if r["Type"] in NESTED_STACK_TYPES}
     nested: dict[str, Stack] = {}
@@ -265,13 +210,14 @@ def _nested(root: Stack, name: str, resource: Mapping[str, Any], directory: Path
     for parameter, value in passed.items():
         if not isinstance(value, str) or SYMBOL.search(value):
             raise DeploymentError(f"{name}: {parameter} is {value!r}, not a concrete string")
+    template = load(path)
     try:
-        stack = Stack(load(path), passed, pseudo=root.pseudo)
+        reason = cfn.refusal(template, passed, root.pseudo)
     except (ValueError, KeyError) as error:
-        raise DeploymentError(f"{name} refuses its parameters: {error}") from None
-    if stack.rule_failures():
-        raise DeploymentError(f"{name} refuses its parameters: {stack.rule_failures()}")
-    return _with_samples(stack)
+        reason = str(error)
+    if reason:
+        raise DeploymentError(f"{name} refuses its parameters: {reason}")
+    return _with_samples(Stack(template, passed, pseudo=root.pseudo))
 
 
 def is_trap(resource: Mapping[str, Any]) -> bool:
@@ -280,7 +226,7 @@ def is_trap(resource: Mapping[str, Any]) -> bool:
     return (
         resource.get("Type") == "AWS::SSM::Parameter"
         and props.get("AllowedPattern") == "^$"
-        and bool(props.get("Value"))
+        and cfn.ssm_parameter_error(props) is not None
         and "Name" not in props
     )
 
