@@ -61,6 +61,8 @@ class ClaimConstraint:
     claim: str
     exact: frozenset[str]
     patterns: tuple[re.Pattern[str], ...]
+    # The alternatives as the document writes them, in its order (to explain a mismatch).
+    alternatives: tuple[str, ...] = ()
 
     def matches(self, value: object) -> bool:
         if isinstance(value, str):
@@ -288,7 +290,9 @@ def _constraints(raw: object, where: str) -> tuple[ClaimConstraint, ...]:
                 patterns.append(glob_to_regex(alternative))
             else:
                 exact.add(alternative)
-        constraints.append(ClaimConstraint(claim, frozenset(exact), tuple(patterns)))
+        constraints.append(
+            ClaimConstraint(claim, frozenset(exact), tuple(patterns), tuple(alternatives))
+        )
     return tuple(constraints)
 
 
