@@ -10,7 +10,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cabroker_admin import rulesstore, target
+from cabroker_admin import checkcli, evalcli, rulesstore, target
 from cabroker_admin.errors import UsageError
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ def register(groups: Groups) -> None:
         "rules",
         help="the broker's access rules: push, history, pull, rollback",
         description="The broker's access rules, kept in its SSM parameter "
-        "(/cabroker/STACK/rules). Every write is checked by the broker's own loader first.",
+        "(/cabroker/STACK/rules; the shadow rules in /cabroker/STACK/shadow-rules, with "
+        "--shadow). Every write is checked by the broker's own loader first.",
     )
     commands = rules.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -76,9 +77,28 @@ def register(groups: Groups) -> None:
     rollback.add_argument("--to", type=_version, metavar="N", help="roll back to version N")
     rollback.set_defaults(run=run_rollback)
 
+    promote = commands.add_parser(
+        "promote",
+        help="make the shadow rules live: push the shadow parameter's document as the rules",
+        description="Read the document the stack's shadow rules parameter holds "
+        "(/cabroker/STACK/shadow-rules) and push it to its rules parameter "
+        "(/cabroker/STACK/rules), checked as a push is: a new version labelled 'live', "
+        "nothing written when it is already live or the broker would refuse it.",
+    )
+    promote.add_argument("--stack", required=True, metavar="NAME", help="the cabroker stack")
+    promote.add_argument(
+        "--region", help="the AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)"
+    )
+    promote.add_argument(
+        "--dry-run", action="store_true", help="check and compare only; write nothing"
+    )
+    promote.set_defaults(run=run_promote)
+    evalcli.register(commands)  # explain, test, diff: offline, docs/admin.md
+    checkcli.register(commands)  # check, schema: offline, docs/admin.md
+
 
 def run_push(args: argparse.Namespace) -> int:
-    where = target.where(args.stack, args.parameter)
+    where = target.where(args.stack, args.parameter, shadow=args.shadow)
     text = read(args.file)
     session = target.session(args.region)
     served = _served_of(args, session, where)
@@ -112,8 +132,40 @@ def run_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_promote(args: argparse.Namespace) -> int:
+    live = target.where(args.stack, None)
+    shadow = target.where(args.stack, None, shadow=True)
+    session = target.session(args.region)
+    served = target.from_stack(target.stacks(session), args.stack, str(session.region_name))
+    ssm = _ssm(session)
+    version, text = rulesstore.pull(ssm, shadow.parameter)
+    origin = f"version {version} of {shadow.parameter}"
+    if args.dry_run:
+        plan = rulesstore.plan(
+            ssm, live.parameter, text, served.domain, served.repositories, origin
+        )
+        if plan.changed:
+            outcome = f"a promotion would write it as {live.parameter}'s new version"
+        else:
+            outcome = f"{live.parameter} version {plan.current_version} already holds it"
+        print(f"{origin}: accepted; {outcome}; nothing written (sha256 {plan.sha256})")
+        return 0
+    pushed = rulesstore.push(ssm, live.parameter, text, served.domain, served.repositories, origin)
+    if pushed.changed:
+        print(
+            f"{live.parameter}: version {pushed.version} written with {origin} and labelled "
+            f"{rulesstore.LABEL} (sha256 {pushed.sha256})"
+        )
+    else:
+        print(
+            f"{live.parameter}: unchanged, version {pushed.version} already holds {origin} "
+            f"(sha256 {pushed.sha256}); nothing written"
+        )
+    return 0
+
+
 def run_history(args: argparse.Namespace) -> int:
-    where = target.where(args.stack, args.parameter)
+    where = target.where(args.stack, args.parameter, shadow=args.shadow)
     session = target.session(args.region)
     versions = rulesstore.history(_ssm(session), where.parameter)
     newest = versions[-1].number
@@ -140,7 +192,7 @@ def run_history(args: argparse.Namespace) -> int:
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    where = target.where(args.stack, args.parameter)
+    where = target.where(args.stack, args.parameter, shadow=args.shadow)
     session = target.session(args.region)
     _, text = rulesstore.pull(_ssm(session), where.parameter, args.version)
     sys.stdout.write(text)
@@ -149,7 +201,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    where = target.where(args.stack, args.parameter)
+    where = target.where(args.stack, args.parameter, shadow=args.shadow)
     session = target.session(args.region)
     served = _served_of(args, session, where)
     done = rulesstore.rollback(
@@ -190,6 +242,12 @@ def _where(command: argparse.ArgumentParser) -> None:
         "--stack", metavar="NAME", help="the cabroker stack (its parameter /cabroker/NAME/rules)"
     )
     chosen.add_argument("--parameter", metavar="NAME", help="the SSM parameter itself")
+    command.add_argument(
+        "--shadow",
+        action="store_true",
+        help="with --stack: its shadow rules (/cabroker/NAME/shadow-rules), which the broker "
+        "decides every request with too, never changing the answer (ShadowRules=Enabled)",
+    )
     command.add_argument(
         "--region", help="the AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's)"
     )
