@@ -6,11 +6,17 @@ assumed with (moto keeps both on ``AssumedRole``), and the role's inline and att
 come from moto's IAM backend *at the time of each check*, so a Deny added to the role later
 stops tokens already issued, as in AWS.
 
-Permissions are evaluated with moto's own policy evaluator (``moto.iam.access_control``):
-an explicit Deny anywhere wins; otherwise the role's policies must allow the action and, when
-the session has a session policy, so must that policy (their intersection).  Conditions are
-evaluated by moto with the context keys given; moto ignores condition operators it does not
-know (numeric ones among them).
+Permissions are evaluated as IAM does: an explicit Deny anywhere wins; otherwise the role's
+policies must allow the action and, when the session has a session policy, so must that
+policy (their intersection). Each statement's ``Condition`` is evaluated by
+:mod:`.conditions` against the request's context keys plus the session's own global keys,
+``aws:userid`` (``ROLE-ID:SESSION-NAME``) and, when the session was given one,
+``aws:SourceIdentity`` (kept by :mod:`.sessions`, since moto drops it); moto's evaluator
+(``moto.iam.access_control``) then matches Action, Resource and Effect of the statements whose
+conditions hold. So a Deny keyed on one session's source identity or session name stops that
+session (and every token it obtained) and no other, as in AWS; ``sts:SourceIdentity`` is only
+in the AssumeRole request itself, never in a session's later requests, so a Deny keyed on it
+stops nothing here.
 
 Any access key moto does not know (the devstack's administrator, ``aws codeartifact login``
 with made-up keys) is the account's root: moto does not enforce IAM for unknown keys either.
@@ -18,14 +24,20 @@ with made-up keys) is the account's root: moto does not enforce IAM for unknown 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from moto.iam.access_control import IAMPolicy, PermissionResult
-from moto.iam.models import iam_backends
+from moto.iam.models import Policy, iam_backends
 from moto.sts.models import sts_backends
+
+from . import sessions
+from .conditions import applicable
+
+sessions.install()  # moto's STS keeps each session's SourceIdentity from here on
 
 PARTITION = "aws"
 CREDENTIAL = re.compile(
@@ -39,13 +51,26 @@ def access_key_of(authorization: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def document_of(policy: Any) -> dict[str, Any]:
+    """A policy's JSON document: moto's inline (a string) or managed policy (its default
+    version), or a session policy."""
+    if isinstance(policy, Policy):
+        text = next(version.document for version in policy.versions if version.is_default)
+    elif isinstance(policy, str):
+        text = policy
+    else:
+        text = policy["policy_document"]
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
 def decide(documents: list[Any], action: str, resource: str, context: dict[str, str]) -> bool:
-    """Whether ``documents`` allow ``action`` on ``resource``: some Allow and no Deny."""
+    """Whether ``documents`` allow ``action`` on ``resource``: some Allow and no Deny, counting
+    only the statements whose conditions hold for ``context``."""
     allowed = False
     for document in documents:
-        result = IAMPolicy(document).is_action_permitted(
-            action, resource, incoming_condition_values=context
-        )
+        evaluated = json.dumps(applicable(document_of(document), context))
+        result = IAMPolicy(evaluated).is_action_permitted(action, resource)
         if result == PermissionResult.DENIED:
             return False
         allowed = allowed or result == PermissionResult.PERMITTED
@@ -62,6 +87,16 @@ class AssumedRoleSession:
     role_name: str
     session_policy: str | None
     expires: datetime
+    user_id: str = ""  # aws:userid, ROLE-ID:SESSION-NAME
+    source_identity: str | None = None  # aws:SourceIdentity, when AssumeRole set one
+
+    def global_keys(self) -> dict[str, str]:
+        """The session's own keys in the context of each of its requests (never the
+        caller's to choose)."""
+        keys = {"aws:userid": self.user_id} if self.user_id else {}
+        if self.source_identity is not None:
+            keys["aws:SourceIdentity"] = self.source_identity
+        return keys
 
     def role_policies(self) -> list[Any]:
         iam = iam_backends[self.account][PARTITION]
@@ -74,7 +109,7 @@ class AssumedRoleSession:
         return documents + list(attached)
 
     def allows(self, action: str, resource: str, context: dict[str, str] | None = None) -> bool:
-        context = context or {}
+        context = {**(context or {}), **self.global_keys()}
         if not decide(self.role_policies(), action, resource, context):
             return False
         if self.session_policy is None:
@@ -118,5 +153,7 @@ def caller(access_key_id: str | None, default_account: str) -> Caller:
                     role_name=assumed.role_arn.split("/")[-1],
                     session_policy=assumed.policy or None,
                     expires=expires,
+                    user_id=assumed.user_id,
+                    source_identity=sessions.source_identity(assumed),
                 )
     return AccountRoot(default_account)

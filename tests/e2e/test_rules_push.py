@@ -6,12 +6,7 @@ later tests on the same devstack see the devstack's own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +17,11 @@ from broker.scope import Domain
 from cabroker_admin import rulesstore
 from devstack.provision import admin_session
 from devstack.tools import Devstack
+from tests.support.admin import admin, eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
-ADMIN = Path(sys.executable).parent / "cabroker-admin"
-DEADLINE = 60  # seconds for the broker to see a pushed document (it caches it a few seconds)
 RULE = "rules-lifecycle-e2e"
 # A pipeline the devstack's rules do not know: no rule matches it until the push.
 CLAIMS = {
@@ -62,32 +56,6 @@ def flags(devstack: Devstack) -> list[str]:
     ]
 
 
-def admin(devstack: Devstack, *argv: str) -> subprocess.CompletedProcess[str]:
-    """`cabroker-admin ARGV` with the devstack's endpoint and its administrator's keys."""
-    credentials = admin_session(devstack.state["region"]).get_credentials()
-    assert credentials is not None
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("AWS_") and not name.startswith("BROKER_")
-    }
-    environment.update(
-        AWS_ENDPOINT_URL=devstack.state["aws_endpoint_url"],
-        AWS_ACCESS_KEY_ID=credentials.access_key,
-        AWS_SECRET_ACCESS_KEY=credentials.secret_key,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    return subprocess.run(
-        [str(ADMIN), *argv],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
-
-
 def ssm_client(devstack: Devstack) -> SSMClient:
     session = admin_session(devstack.state["region"])
     return session.client("ssm", endpoint_url=devstack.state["aws_endpoint_url"])
@@ -98,15 +66,6 @@ def granted(devstack: Devstack) -> list[str]:
     status, body = devstack.broker("GET", "/v1/grants", devstack.id_token("github", CLAIMS))
     assert status == 200, body
     return [grant["rule"] for grant in body["grants"]]
-
-
-def eventually(what: str, condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` until it holds; fail after DEADLINE seconds, saying what."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {DEADLINE} s: {what}")
-        threading.Event().wait(0.25)
 
 
 @pytest.fixture
