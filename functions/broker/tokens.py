@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .grants import ResolvedGrant
-from .identity import Identity
 from .minted import MintedToken
 from .problems import PolicyTooLarge, ServiceUnavailable
 
@@ -37,6 +35,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
     from mypy_boto3_sts.type_defs import CredentialsTypeDef
 
+    from .grants import ResolvedGrant
+    from .identity import Identity
     from .sharedcache import SharedTokens
 else:
     CodeArtifactClient = STSClient = CredentialsTypeDef = Any

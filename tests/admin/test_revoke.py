@@ -352,24 +352,6 @@ def test_argparse_usage_errors_are_exit_2(
     assert (code, out) == (2, "")
 
 
-def test_without_the_brokers_jwt_dependency_revoke_says_so_in_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import broker
-
-    monkeypatch.delitem(sys.modules, "broker.tokens", raising=False)
-    monkeypatch.delattr(broker, "tokens", raising=False)
-    monkeypatch.setitem(sys.modules, "jwt", None)  # an import of jwt fails
-    monkeypatch.delitem(sys.modules, "broker.identity", raising=False)
-    monkeypatch.delattr(broker, "identity", raising=False)
-    code, out, err = run(capsys, "revoke", *WHERE, *CAROL)
-    assert (code, out) == (1, "")
-    assert one_error(err) == (
-        "cabroker-admin: revoke computes the name with the broker's own code, which needs jwt "
-        "(pip install 'PyJWT[crypto]' beside cabroker-admin)"
-    )
-
-
 REVOKE_RUN = r"""
 import importlib.abc, sys
 
@@ -386,13 +368,6 @@ print(revoke.stamped("corp", "carol"))
 """
 
 
-@pytest.mark.xfail(
-    reason="broker.tokens imports broker.identity, hence PyJWT, which cabroker-admin does not "
-    "declare (tests/admin/test_package.py), for type annotations only; once that import moves "
-    "under TYPE_CHECKING, revoke works where only the declared dependencies are installed, "
-    "and this marker must go",
-    strict=True,
-)
 def test_revoke_stamps_without_the_brokers_jwt_dependencies() -> None:
     done = subprocess.run(
         [sys.executable, "-c", REVOKE_RUN],

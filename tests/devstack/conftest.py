@@ -43,11 +43,15 @@ def aws_server() -> Iterator[AwsStandIn]:
 
 
 @pytest.fixture
-def stand_in(aws_server: AwsStandIn) -> AwsStandIn:
-    """moto and the CodeArtifact stand-in on one port, their state fresh for the test."""
+def stand_in(aws_server: AwsStandIn) -> Iterator[AwsStandIn]:
+    """moto and the CodeArtifact stand-in on one port, their state fresh for the test, and
+    reset after it too: moto's state is the process's, and a devstack started by a later test
+    must not find this test's IAM entities."""
     reset_moto(aws_server.url)
     aws_server.codeartifact.domains.clear()
-    return aws_server
+    yield aws_server
+    reset_moto(aws_server.url)
+    aws_server.codeartifact.domains.clear()
 
 
 def session(

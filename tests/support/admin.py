@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from devstack.provision import admin_session
+from devstack.stack import Options
 from devstack.tools import Devstack
 
 ADMIN = Path(sys.executable).parent / "cabroker-admin"
@@ -47,10 +48,17 @@ def admin(devstack: Devstack, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# The devstack's warm broker instances each cache the rules (BROKER_RULES_CACHE_SECONDS) and
+# take requests in turn (a FIFO of idle workers): a condition on the broker's answers holds on
+# every instance once it holds for this many requests in a row (the tests send one at a time).
+INSTANCES: int = Options().instances
+
+
 def eventually(what: str, condition: Callable[[], bool], deadline: float = DEADLINE) -> None:
-    """Poll ``condition`` until it holds; fail after ``deadline`` seconds, saying what."""
+    """Poll until ``condition`` holds ``INSTANCES`` times in a row (so on every instance when
+    it asks the broker); fail after ``deadline`` seconds, saying what."""
     end = time.monotonic() + deadline
-    while not condition():
+    while not all(condition() for _ in range(INSTANCES)):
         if time.monotonic() > end:
             pytest.fail(f"not within {deadline} s: {what}")
         threading.Event().wait(0.25)
