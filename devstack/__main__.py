@@ -21,7 +21,7 @@ from typing import Any
 
 from devstack.demo import ACME_LIB_VERSIONS, publish_acme_lib
 from devstack.gateway import stop_resource_tracker
-from devstack.stack import Devstack, Options
+from devstack.stack import SHADOW_RULES_FILE, Devstack, Options
 from devstack.terminal import own_foreground
 from devstack.tools import BIN, Tools
 from devstack.tools import Devstack as Running
@@ -53,6 +53,13 @@ def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
     python = shlex.quote(str(BIN / "python"))
     try_venv = '"$HOME/cabroker-try"'
     repositories = ", ".join(state["private_repositories"])
+    admin = shlex.quote(str(BIN / "cabroker-admin"))
+    shadow = ""
+    if state.get("shadow_rules_parameter"):
+        shadow = (
+            "\nShadow rules: devstack/shadow-rules.yaml (saved edits too); where they decide "
+            "otherwise,\nthe broker log's audit line says so (shadow_decision, shadow_rule)."
+        )
     return f"""
 The devstack is running (state: see DEVSTACK_STATE or .devstack/state.json).
   broker          {broker}
@@ -91,7 +98,9 @@ Try it (another terminal):
   eval "$({cabroker} env)" && {try_venv}/bin/python -m pip install acme-lib
   {try_venv}/bin/python -m pip index versions acme-lib
 
-Edit devstack/rules.yaml and save: the broker uses the new rules within seconds.
+Edit devstack/rules.yaml and save: the broker uses the new rules within seconds.{shadow}
+A denial's problem body names its request_id; to see why it was denied:
+  {admin} why REQUEST_ID --log-file {broker_log or ".devstack/broker.log"}
 Ctrl-C stops everything.
 """
 
@@ -109,6 +118,8 @@ def publish_samples(state: dict[str, Any], work_dir: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     options = _options(args)
     options.broker_log = options.work_dir / "broker.log"
+    if SHADOW_RULES_FILE.exists():
+        options.shadow_rules_file = SHADOW_RULES_FILE
     options.work_dir.mkdir(parents=True, exist_ok=True)
     options.broker_log.write_text("", encoding="utf-8")  # this run's lines only
     stack = Devstack(options)

@@ -38,6 +38,8 @@ FUNCTIONS = ROOT / "functions"
 REGION = "us-east-1"
 STACK_NAME = "cabroker"
 RULES_FILE = Path(__file__).with_name("rules.yaml")
+# Shadow rules for `make run`, when the file exists (docs/admin.md, "Shadow rules").
+SHADOW_RULES_FILE = Path(__file__).with_name("shadow-rules.yaml")
 # The people who can log in interactively at the corp issuer (device flow), and their claims.
 CORP_USERS: dict[str, dict[str, Any]] = {
     "alice": {"email": "alice@acme.example", "groups": ["engineering"]},
@@ -57,6 +59,10 @@ class Options:
     )
     work_dir: Path = field(default_factory=lambda: ROOT / ".devstack")
     rules_file: Path = RULES_FILE
+    # A second rules document (same placeholders), deployed with ShadowRules=Enabled and pushed
+    # to the stack's shadow-rules parameter: decided after every live decision, never changing
+    # it. None: no shadow rules.
+    shadow_rules_file: Path | None = None
     port_base: int = 0  # 0: ephemeral ports; else broker, aws, idp, public = base .. base+3
     instances: int = 2  # warm Lambda instances of the broker
     rules_cache_seconds: int = 5  # how soon the broker sees rule edits (SSM cache)
@@ -135,6 +141,9 @@ class Devstack:
         repositories = [name.strip() for name in parameters["Repositories"].split(",")]
         rules_text = expand_rules(self.options.rules_file, self.idp.base_url, repositories)
         check_rules(rules_text, self.options.rules_file)
+        shadow = self.options.shadow_rules_file
+        if shadow is not None:
+            check_rules(expand_rules(shadow, self.idp.base_url, repositories), shadow)
         issuers = _issuers(rules_text)
         for name, issuer in issuers.items():
             users = CORP_USERS if issuer.get("client_id") else None
@@ -164,8 +173,15 @@ class Devstack:
             "private_repositories": private,
             "rules_parameter": outputs["RulesParameterName"],
         }
+        shadow_parameter = self.deployment.functions["BrokerFunction"].environment.get(
+            "BROKER_SHADOW_RULES_PARAMETER"
+        )
+        if shadow_parameter:
+            self.state["shadow_rules_parameter"] = shadow_parameter
         # The stack writes no rules: they are pushed, checked, as an admin pushes them.
         self.update_rules()
+        if shadow is not None:
+            self.update_rules(shadow=True)
         self._start_broker(ACCOUNT)
         assert self.gateway is not None  # noqa: S101 - set by _start_broker
         self.state = {
@@ -184,6 +200,8 @@ class Devstack:
             "token_issuer_role_arn": outputs["TokenIssuerRoleArn"],
             "pid": os.getpid(),
         }
+        if self.options.broker_log is not None:
+            self.state["broker_log"] = str(self.options.broker_log)
         self._write_state()
         if self.options.watch_rules:
             threading.Thread(target=self._watch_rules, name="rules-watch", daemon=True).start()
@@ -198,6 +216,8 @@ class Devstack:
             raise SystemExit(str(error)) from None
         parameters.update(self.options.parameters)
         parameters.setdefault("Repositories", _template_default("Repositories"))
+        if self.options.shadow_rules_file is not None:
+            parameters["ShadowRules"] = "Enabled"
         return parameters
 
     def _provision(self, parameters: dict[str, str]) -> Deployment:
@@ -279,9 +299,10 @@ class Devstack:
         temporary.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
         temporary.replace(path)
 
-    def update_rules(self) -> None:
-        """Push the rules file into the broker's SSM parameter as `cabroker-admin rules push`
-        does (cabroker_admin.rulesstore.push): checked by the broker's own acceptance first, a
+    def update_rules(self, *, shadow: bool = False) -> None:
+        """Push the rules file (``shadow``: the shadow rules file, into the shadow rules
+        parameter) into the broker's SSM parameter as `cabroker-admin rules push` does
+        (cabroker_admin.rulesstore.push): checked by the broker's own acceptance first, a
         new version labelled live, nothing written when unchanged. A refused document, or a
         failed AWS call, raises SystemExit naming the file and why; the parameter is left as
         it was."""
@@ -291,7 +312,10 @@ class Devstack:
 
         if self.aws is None or self.idp is None:
             raise RuntimeError("the devstack is not running")
-        path = self.options.rules_file
+        path = self.options.shadow_rules_file if shadow else self.options.rules_file
+        parameter = self.state.get("shadow_rules_parameter" if shadow else "rules_parameter")
+        if path is None or parameter is None:
+            raise RuntimeError("the devstack runs without shadow rules")
         served = self.state.get("private_repositories") or [self.state["repositories"]["private"]]
         text = expand_rules(path, self.idp.base_url, served)
         domain = Domain(
@@ -302,22 +326,24 @@ class Devstack:
         )
         ssm = admin_session(REGION).client("ssm", endpoint_url=self.aws.url)
         try:
-            push(ssm, self.state["rules_parameter"], text, domain, served, origin=str(path))
+            push(ssm, parameter, text, domain, served, origin=str(path))
         except AdminError as error:
             raise SystemExit(str(error)) from None
 
     def _watch_rules(self) -> None:
-        path = self.options.rules_file
-        last = path.stat().st_mtime
+        watched = {False: self.options.rules_file, True: self.options.shadow_rules_file}
+        files = {shadow: path for shadow, path in watched.items() if path is not None}
+        last = {shadow: _mtime(path) for shadow, path in files.items()}
         while not self._stop.wait(1.0):
-            try:
-                mtime = path.stat().st_mtime
-                if mtime != last:
-                    last = mtime
-                    self.update_rules()
-                    log.info("rules updated from %s", path)
-            except (OSError, SystemExit) as error:
-                log.error("rules not updated: %s", error)
+            for shadow, path in files.items():
+                try:
+                    mtime = path.stat().st_mtime
+                    if mtime != last[shadow]:
+                        last[shadow] = mtime
+                        self.update_rules(shadow=shadow)
+                        log.info("%srules updated from %s", "shadow " if shadow else "", path)
+                except (OSError, SystemExit) as error:
+                    log.error("%srules not updated: %s", "shadow " if shadow else "", error)
 
     def stop(self) -> None:
         self._stop.set()
@@ -345,6 +371,13 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _template_default(parameter: str) -> str:

@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from tests.support.codeartifact import FakeClients, FakeCodeArtifact
 from tests.support.events import Context, http_event
+from tests.support.logs import log_lines  # noqa: F401 - the fixture, for every test
 from tests.support.oidc import IssuerServer, LocalIssuer, private_key
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cabroker_admin import __version__, revokecli, rulescli
+from cabroker_admin import __version__, revokecli, rulescli, whycli
 from cabroker_admin.errors import AdminError
 
-GROUPS = (rulescli, revokecli)
+GROUPS = (rulescli, revokecli, whycli)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -28,12 +28,12 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from broker.acceptance import check
-from broker.explain import NO_BODY, Decision, Explanation, explain
+from broker.explain import NO_BODY, ChangeKind, Decision, Explanation, change_kind, explain
 from broker.problems import (
     AmbiguousRequest,
     GrantExceeded,
@@ -360,8 +360,6 @@ def mismatches(expect: Expect, got: Explanation) -> list[str]:
 
 # --------------------------------------------------------------------------- comparing decisions
 
-ChangeKind = Literal["allow-to-deny", "deny-to-allow", "grant", "rule", "reason"]
-
 
 @dataclass(frozen=True)
 class DecisionChange:
@@ -383,16 +381,6 @@ def decision_changes(old: RuleSet, new: RuleSet, cases: Iterable[Case]) -> list[
         if kind is not None:
             changes.append(DecisionChange(case, kind, before, after))
     return changes
-
-
-def change_kind(old: Explanation, new: Explanation) -> ChangeKind | None:
-    if old.outcome() == new.outcome():
-        return None
-    if old.decision != new.decision:
-        return "allow-to-deny" if old.allowed else "deny-to-allow"
-    if not old.allowed:
-        return "reason"
-    return "grant" if old.outcome()[2] != new.outcome()[2] else "rule"
 
 
 def dumps(value: object) -> str:

@@ -1,6 +1,7 @@
 """Which rules parameter a command acts on, and what a document is checked against there.
 
-``--stack NAME``: the parameter ``/cabroker/NAME/rules`` (the template's naming), and for a
+``--stack NAME``: the parameter ``/cabroker/NAME/rules`` (the template's naming; with
+``--shadow``, the shadow rules' ``/cabroker/NAME/shadow-rules``), and for a
 check the stack's outputs ``DomainName``, ``DomainOwner``, ``PrivateRepositoryNames`` and
 ``TokenIssuerRoleArn`` (its partition and account), which are what the deployed function is
 configured with. ``--parameter NAME``: that parameter, and for a check the flags
@@ -31,6 +32,12 @@ def rules_parameter(stack: str) -> str:
     return f"/cabroker/{stack}/rules"
 
 
+def shadow_rules_parameter(stack: str) -> str:
+    """The shadow rules parameter of a stack (``/cabroker/<stack name>/shadow-rules``), which
+    the broker reads with ShadowRules=Enabled."""
+    return f"/cabroker/{stack}/shadow-rules"
+
+
 class Stacks(Protocol):
     """The one CloudFormation call the tools make."""
 
@@ -53,11 +60,13 @@ class Served:
     repositories: tuple[str, ...]
 
 
-def where(stack: str | None, parameter: str | None) -> Where:
+def where(stack: str | None, parameter: str | None, *, shadow: bool = False) -> Where:
     if stack is not None:
         if not STACK_NAME.fullmatch(stack):
             raise UsageError(f"--stack {stack!r} is not a CloudFormation stack name")
-        return Where(rules_parameter(stack), stack)
+        return Where(shadow_rules_parameter(stack) if shadow else rules_parameter(stack), stack)
+    if shadow:
+        raise UsageError("--shadow goes with --stack; with --parameter, name the parameter")
     if parameter is None or not PARAMETER_NAME.fullmatch(parameter):
         raise UsageError(f"--parameter {parameter!r} is not an SSM parameter name")
     return Where(parameter, None)

@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import deadline, service
-from .problems import BrokerError, MethodNotAllowed, NotFound, problem_response
+from .problems import BrokerError, InvalidToken, MethodNotAllowed, NotFound, problem_response
 from .tracing import traced
 from .web import bearer_token, json_body
 
@@ -44,20 +44,30 @@ def _json(body: dict[str, Any], cache: str = "no-store") -> Response[str]:
 def _caller() -> service.Caller:
     broker = service.current()
     headers = app.current_event.headers or {}
-    return broker.authenticate(bearer_token(headers, broker.settings.max_id_token_bytes))
+    try:
+        token = bearer_token(headers, broker.settings.max_id_token_bytes)
+    except InvalidToken as refused:
+        broker.unauthenticated(refused)  # the denial's audit line, as for a bad ID token
+        raise
+    return broker.authenticate(token)
 
 
 @app.post("/v1/token")
 def token() -> Response[str]:
+    broker = service.current()
     caller = _caller()
     event = app.current_event
-    body = json_body(
-        event.body,
-        is_base64=bool(event.is_base64_encoded),
-        content_type=event.headers.get("content-type"),
-        max_bytes=service.current().settings.max_body_bytes,
-    )
-    return _json(service.current().token(caller, body))
+    try:
+        body = json_body(
+            event.body,
+            is_base64=bool(event.is_base64_encoded),
+            content_type=event.headers.get("content-type"),
+            max_bytes=broker.settings.max_body_bytes,
+        )
+    except BrokerError as refused:
+        broker.refuse(caller, refused)  # the denial's audit line, as for a bad field
+        raise
+    return _json(broker.token(caller, body))
 
 
 @app.get("/v1/grants")
@@ -99,11 +109,19 @@ def not_found(_: NotFoundError) -> Response[str]:
             f"no route {path}; the API is POST /v1/token, GET /v1/grants, GET /v1/config "
             "(described at GET /v1/openapi.json)"
         )
-    return problem_response(error, instance=path)
+    return problem_response(error, instance=path, request_id=request_id())
+
+
+def request_id() -> str | None:
+    """This invocation's id (Lambda's ``aws_request_id``): every log line of the invocation
+    carries it as ``function_request_id``, and every problem body as ``request_id``."""
+    context = getattr(app, "lambda_context", None)
+    value = getattr(context, "aws_request_id", None)
+    return value if isinstance(value, str) and value else None
 
 
 def broker_error(error: BrokerError) -> Response[str]:
-    return problem_response(error, instance=app.current_event.path)
+    return problem_response(error, instance=app.current_event.path, request_id=request_id())
 
 
 def unexpected(error: Exception) -> Response[str]:
@@ -112,6 +130,7 @@ def unexpected(error: Exception) -> Response[str]:
     return problem_response(
         BrokerError("the broker failed unexpectedly; try again, and report it if it persists"),
         instance=app.current_event.path,
+        request_id=request_id(),
     )
 
 

@@ -25,9 +25,17 @@ from .rules import Access, ClaimConstraint, Rule, RuleSet
 
 Decision = Literal["allow", "deny"]
 FailureKind = Literal["missing", "type", "value"]
+# How a second decision on a request differs from a first (change_kind).
+ChangeKind = Literal["allow-to-deny", "deny-to-allow", "grant", "rule", "reason"]
 
 MAX_SHOWN_CHARS = 60  # of one claim value or pattern in a ``why``
 MAX_SHOWN_ITEMS = 5  # of a list claim's values, or of a constraint's alternatives
+
+# A denial's audit line carries the trace (broker.service), bounded to a few KB: this many rules
+# of the issuer, failures per rule, and characters per string.
+AUDIT_MAX_RULES = 20
+AUDIT_MAX_FAILURES = 5
+AUDIT_MAX_CHARS = 300
 
 
 class _NoBody(Enum):
@@ -193,6 +201,61 @@ def explain(
         detail=None,
         rules=traces,
     )
+
+
+def audit_trace(
+    traces: Sequence[RuleTrace],
+    *,
+    max_rules: int = AUDIT_MAX_RULES,
+    max_failures: int = AUDIT_MAX_FAILURES,
+    max_chars: int = AUDIT_MAX_CHARS,
+) -> dict[str, Any]:
+    """The rules' traces for an audit line, bounded: ``{"rules": [{"name", "matched",
+    "failed": [{"claim", "why"}]}]}``, at most ``max_rules`` rules (when the issuer has more,
+    those closest to matching: matched first, then the fewest failures; in the document's order)
+    and ``max_failures`` failures each, every string shortened to ``max_chars``; ``more_rules``
+    and a rule's ``more_failed`` count what was left out."""
+    kept = list(range(len(traces)))
+    if len(kept) > max_rules:
+        closest = sorted(kept, key=lambda i: (not traces[i].matched, len(traces[i].failed), i))
+        kept = sorted(closest[:max_rules])
+    rules: list[dict[str, Any]] = []
+    for index in kept:
+        traced = traces[index]
+        entry: dict[str, Any] = {
+            "name": _cut(traced.name, max_chars),
+            "matched": traced.matched,
+            "failed": [
+                {"claim": _cut(failure.claim, max_chars), "why": _cut(failure.why, max_chars)}
+                for failure in traced.failed[:max_failures]
+            ],
+        }
+        if len(traced.failed) > max_failures:
+            entry["more_failed"] = len(traced.failed) - max_failures
+        rules.append(entry)
+    bounded: dict[str, Any] = {"rules": rules}
+    if len(traces) > len(rules):
+        bounded["more_rules"] = len(traces) - len(rules)
+    return bounded
+
+
+def _cut(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
+def change_kind(old: Explanation, new: Explanation) -> ChangeKind | None:
+    """How ``new`` decides a request otherwise than ``old``, or None when it does not:
+    ``allow-to-deny``, ``deny-to-allow``, ``grant`` (both allow, another repository, access,
+    packages or duration), ``rule`` (both allow the same through another rule) or ``reason``
+    (both deny, for another reason). ``cabroker-admin rules diff --tests`` and the broker's
+    shadow rules (:mod:`broker.shadow`) compare decisions with it."""
+    if old.outcome() == new.outcome():
+        return None
+    if old.decision != new.decision:
+        return "allow-to-deny" if old.allowed else "deny-to-allow"
+    if not old.allowed:
+        return "reason"
+    return "grant" if old.outcome()[2] != new.outcome()[2] else "rule"
 
 
 def trace(rule: Rule, claims: Mapping[str, Any]) -> RuleTrace:

@@ -3,7 +3,10 @@
 Core modules raise these exceptions; only the edge (``app.py``) turns them into HTTP
 responses, through :func:`problem_response`.  Every class has one status and one stable
 ``type`` slug, documented in docs/api.md.  A ``detail`` never contains a token, an ID token or
-the rules' secrets: it says what was asked and what to do.
+the rules' secrets: it says what was asked and what to do.  Every body carries the extension
+member ``request_id`` (RFC 9457 §3.2) when the invocation has one: the id on the request's audit
+line (``function_request_id``), which a caller quotes and an admin looks up
+(``cabroker-admin why``).
 """
 
 from __future__ import annotations
@@ -141,7 +144,9 @@ class RulesUnavailable(ServiceUnavailable):
     title = "The access rules could not be loaded"
 
 
-def problem_body(error: BrokerError, instance: str | None = None) -> dict[str, Any]:
+def problem_body(
+    error: BrokerError, instance: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": TYPE_BASE + error.slug,
         "title": error.title,
@@ -151,13 +156,17 @@ def problem_body(error: BrokerError, instance: str | None = None) -> dict[str, A
     if instance:
         body["instance"] = instance
     body.update(error.extensions)
+    if request_id:
+        body["request_id"] = request_id
     return body
 
 
-def problem_response(error: BrokerError, instance: str | None = None) -> Response[str]:
+def problem_response(
+    error: BrokerError, instance: str | None = None, request_id: str | None = None
+) -> Response[str]:
     return Response(
         status_code=error.status,
         content_type=PROBLEM_CONTENT_TYPE,
-        body=json.dumps(problem_body(error, instance)),
+        body=json.dumps(problem_body(error, instance, request_id)),
         headers={"Cache-Control": "no-store", **error.headers()},
     )

@@ -4,6 +4,9 @@ The document is compiled once per distinct text.  A document that does not valid
 broker refuse to serve (503 ``rules-unavailable``, an error log naming the problem); it never
 falls back to older rules.  When SSM itself cannot be reached, the last document that did load
 keeps serving for at most ``stale_seconds``, because an outage says nothing about the rules.
+
+A shadow source (``shadow=True``, :mod:`broker.shadow`) behaves alike, but its log lines say
+``shadow rules`` and that only the shadow evaluation is skipped: the broker serves on.
 """
 
 from __future__ import annotations
@@ -41,8 +44,11 @@ class RulesSource:
         check: Check | None = None,
         stale_seconds: float = 3600,
         clock: Callable[[], float] = time.monotonic,
+        shadow: bool = False,
     ) -> None:
         self._load = load
+        self._what = "shadow rules" if shadow else "rules"
+        self._refusing = "the shadow evaluation is skipped" if shadow else "refusing to serve"
         self._description = description
         self._check = check
         self._stale = stale_seconds
@@ -72,7 +78,7 @@ class RulesSource:
             else:
                 self._rules, self._error = rules, None
                 logger.info(
-                    "rules loaded",
+                    f"{self._what} loaded",
                     extra={
                         "source": self._description,
                         "sha256": digest,
@@ -82,7 +88,7 @@ class RulesSource:
                 )
         if self._rules is None:
             logger.error(
-                "rules document is invalid; refusing to serve",
+                f"{self._what} document is invalid; {self._refusing}",
                 extra={"source": self._description, "reason": self._error},
             )
             raise RulesUnavailable(
@@ -96,12 +102,13 @@ class RulesSource:
         age = self._clock() - self._loaded_at
         if self._rules is not None and age <= self._stale:
             logger.warning(
-                "rules source unavailable; serving the last rules loaded",
+                f"{self._what} source unavailable; serving the last {self._what} loaded",
                 extra={"source": self._description, "reason": reason, "age_seconds": int(age)},
             )
             return self._rules
         logger.error(
-            "rules source unavailable", extra={"source": self._description, "reason": reason}
+            f"{self._what} source unavailable; {self._refusing}",
+            extra={"source": self._description, "reason": reason},
         )
         raise RulesUnavailable(
             "the broker's access rules could not be loaded; try again shortly", retry_after=10

@@ -2,7 +2,14 @@
 
 Builds its collaborators once per process from :class:`~broker.settings.Settings`.  Every
 decision is audit-logged with who (issuer, subject, rule) and what (repository, access,
-packages, expiry) plus a SHA-256 of the ID token, never the token itself.
+packages, expiry) plus a SHA-256 of the ID token, never the token itself.  Every log line of an
+invocation carries its ``function_request_id``, which the caller's problem body names as
+``request_id``.  A token denial's line also holds what was asked (``requested``), the caller's
+``detail`` and the evaluation (:func:`broker.explain.audit_trace`: each rule of the caller's
+issuer, matched or the constraints that failed and why; bounded, never a token), so an admin
+finds why from the request id alone (``cabroker-admin why``).  With shadow rules
+(:mod:`broker.shadow`), each token decision is decided again by them afterwards, and the line
+says where they differ.
 """
 
 from __future__ import annotations
@@ -18,12 +25,12 @@ from aws_lambda_powertools import Logger
 
 from . import __version__
 from .acceptance import check
-from .grants import ResolvedGrant, describe_grants, parse_token_request, resolve
+from .grants import ResolvedGrant, TokenRequest, describe_grants, parse_token_request, resolve
 from .identity import Identity, IssuerKeys, Verifier, http_fetcher, token_digest
 from .metrics import count
 from .problems import BrokerError, InvalidToken, ServiceUnavailable
 from .rules import MAX_PACKAGE_PATTERNS, RuleSet
-from .rulesource import RulesSource, file_loader, ssm_loader
+from .rulesource import Loader, RulesSource, file_loader, ssm_loader
 from .scope import Domain, session_policy
 from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, Settings, SettingsError
 from .tokens import Minter
@@ -33,12 +40,16 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
     from mypy_boto3_sts.type_defs import CredentialsTypeDef
 
+    from .explain import Explanation
     from .replay import ReplayGuard
+    from .shadow import Shadow
     from .sharedcache import SharedTokens, Sharing
 else:
     CodeArtifactClient = STSClient = CredentialsTypeDef = Any
 
 logger = Logger(service="cabroker", child=True)
+
+MAX_DETAIL_CHARS = 500  # of a denial's detail on its audit line
 
 
 class AwsClients(Protocol):
@@ -68,9 +79,11 @@ class Broker:
         verifier: Verifier,
         minter: Minter,
         replay: ReplayGuard | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.settings = settings
         self._rules = rules
+        self._shadow = shadow
         self._verifier = verifier
         self._minter = minter
         self._replay = replay
@@ -85,16 +98,25 @@ class Broker:
             clients = aws.Clients(settings)
 
         domain = Domain.of(settings)
-        if settings.rules_file:
-            loader, description = file_loader(settings.rules_file), settings.rules_file
-        else:
-            parameter = settings.rules_parameter or ""  # Settings guarantees one of the two
-            from .aws import client_config
-
-            loader = ssm_loader(parameter, settings.rules_cache_seconds, client_config(settings))
-            description = f"ssm:{parameter}"
         served = settings.repositories
-        source = RulesSource(loader, description, check=lambda rules: check(rules, domain, served))
+
+        def acceptable(rules: RuleSet) -> None:
+            check(rules, domain, served)
+
+        # Settings guarantee one of the two.
+        loader, description = _loader(settings, settings.rules_file, settings.rules_parameter)
+        source = RulesSource(loader, description, check=acceptable)
+        shadow = None
+        if settings.shadow_rules_file or settings.shadow_rules_parameter:
+            from .shadow import Shadow
+
+            loader, description = _loader(
+                settings, settings.shadow_rules_file, settings.shadow_rules_parameter
+            )
+            shadow = Shadow(
+                RulesSource(loader, description, check=acceptable, shadow=True),
+                retry_seconds=settings.rules_cache_seconds,
+            )
         keys = IssuerKeys(
             http_fetcher(settings.http_timeout_seconds),
             ttl=settings.jwks_cache_seconds,
@@ -118,11 +140,17 @@ class Broker:
             endpoint_cache_seconds=settings.endpoint_cache_seconds,
             shared=shared,
         )
-        return cls(settings, rules=source, verifier=verifier, minter=minter, replay=replay)
+        return cls(
+            settings, rules=source, verifier=verifier, minter=minter, replay=replay, shadow=shadow
+        )
 
     def rules_loaded(self) -> RuleSet:
         """Load (and validate) the rules now rather than at the first request."""
         return self._rules.current()
+
+    def shadow_loaded(self) -> RuleSet | None:
+        """Load the shadow rules now, if any (never raises: a failure is logged and counted)."""
+        return None if self._shadow is None else self._shadow.rules()
 
     # ----------------------------------------------------------------- use cases
 
@@ -143,6 +171,12 @@ class Broker:
             raise
         return Caller(identity, rules)
 
+    def unauthenticated(self, refused: InvalidToken) -> None:
+        """Audit a request refused before any ID token was read: no or a malformed
+        ``Authorization`` header (the header itself is never logged)."""
+        count("Denials", "reason", refused.slug)
+        logger.info("authentication failed", extra={"decision": "deny", "reason": refused.detail})
+
     def grants(self, caller: Caller) -> dict[str, Any]:
         identity = caller.identity
         matching = caller.rules.matching(identity.issuer.name, identity.claims)
@@ -154,13 +188,10 @@ class Broker:
 
     def token(self, caller: Caller, body: object) -> dict[str, Any]:
         identity = caller.identity
-        audit: dict[str, Any] = {
-            "issuer": identity.issuer.name,
-            "subject": identity.subject,
-            "id_token_sha256": identity.token_sha256,
-        }
+        audit = _who(caller)
         try:
             request = parse_token_request(body)
+            audit["requested"] = _requested(request)
             matching = caller.rules.matching(identity.issuer.name, identity.claims)
             grant = resolve(matching, request, caller.describe())
             audit.update(_grant_fields(grant))
@@ -174,9 +205,12 @@ class Broker:
                     self._replay.release(identity)  # nothing was issued: the caller may retry
                 raise
         except BrokerError as exc:
-            count("Denials", "reason", exc.slug)
-            logger.info("token denied", extra={**audit, "decision": "deny", "reason": exc.slug})
+            self._denied(caller, audit, exc, body)
             raise
+        if self._shadow is not None:
+            live = _explained(caller, body)
+            if live is not None:
+                audit.update(self._shadow.evaluate(identity, live, body, caller.describe()))
         expires_at = _rfc3339(minted.expires_at)
         logger.info(
             "token issued",
@@ -209,6 +243,35 @@ class Broker:
             "domain_owner": self.settings.domain_owner,
             "region": self.settings.region,
         }
+
+    def refuse(self, caller: Caller, refused: BrokerError) -> None:
+        """Audit a token request refused before its body could be read (too large, not JSON,
+        another media type): the rules' trace is the claims' alone, and no shadow decides."""
+        from .explain import NO_BODY
+
+        self._denied(caller, _who(caller), refused, NO_BODY, shadow=False)
+
+    def _denied(
+        self,
+        caller: Caller,
+        audit: dict[str, Any],
+        refused: BrokerError,
+        body: object,
+        *,
+        shadow: bool = True,
+    ) -> None:
+        """Count a token denial and write its audit line: the reason, the caller's detail and
+        the evaluation of the caller's issuer's rules (and the shadow's, if it differs)."""
+        from .explain import audit_trace  # loaded at the first denial, not at cold start
+
+        audit.update(decision="deny", reason=refused.slug, detail=_shorten(refused.detail))
+        live = _explained(caller, body)
+        if live is not None:
+            audit["evaluation"] = audit_trace(live.rules)
+            if shadow and self._shadow is not None:
+                audit.update(self._shadow.evaluate(caller.identity, live, body, caller.describe()))
+        count("Denials", "reason", refused.slug)
+        logger.info("token denied", extra=audit)
 
     def config(self) -> dict[str, Any]:
         rules = self._rules.current()
@@ -287,6 +350,55 @@ def _shared_table(
     return shared, replay
 
 
+def _loader(settings: Settings, file: str | None, parameter: str | None) -> tuple[Loader, str]:
+    """How to read a rules document (a file, else an SSM parameter), and its description."""
+    if file:
+        return file_loader(file), file
+    from .aws import client_config
+
+    name = parameter or ""
+    return ssm_loader(name, settings.rules_cache_seconds, client_config(settings)), f"ssm:{name}"
+
+
+def _who(caller: Caller) -> dict[str, Any]:
+    identity = caller.identity
+    return {
+        "issuer": identity.issuer.name,
+        "subject": identity.subject,
+        "id_token_sha256": identity.token_sha256,
+    }
+
+
+def _requested(request: TokenRequest) -> dict[str, Any]:
+    """What the request named (the fields it left out default from the rule)."""
+    named = {
+        "repository": request.repository,
+        "access": request.access,
+        "packages": None if request.packages is None else list(request.packages),
+        "duration_seconds": request.duration_seconds,
+    }
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def _explained(caller: Caller, body: object) -> Explanation | None:
+    """The live rules' decision on the request, traced (:mod:`broker.explain`); None if the
+    trace itself failed (a bug: logged, and never the caller's answer)."""
+    from .explain import explain
+
+    identity = caller.identity
+    try:
+        return explain(
+            caller.rules, identity.issuer.name, identity.claims, body, who=caller.describe()
+        )
+    except Exception:  # an audit detail must never change the answer
+        logger.exception("the evaluation trace failed")
+        return None
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
+
+
 def _grant_fields(grant: ResolvedGrant) -> Mapping[str, Any]:
     return {
         "rule": grant.rule,
@@ -327,7 +439,9 @@ def current() -> Broker:
 def prepare() -> None:
     """Build the broker during the Lambda init phase (cold start), logging what is wrong."""
     with contextlib.suppress(BrokerError):  # logged already; requests answer 503 with the reason
-        current().rules_loaded()
+        broker = current()
+        broker.rules_loaded()
+        broker.shadow_loaded()
 
 
 def use(broker: Broker | None) -> None:

@@ -57,6 +57,10 @@ class Settings:
     # The private repositories this deployment serves (TokenIssuerRole's set); rules that grant
     # another one are refused. Empty: not checked (a broker configured before the setting).
     repositories: tuple[str, ...] = ()
+    # A second rules document, evaluated after every live decision and never changing it
+    # (broker.shadow): at most one of the two; neither, no shadow evaluation.
+    shadow_rules_file: str | None = None
+    shadow_rules_parameter: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -64,6 +68,12 @@ class Settings:
         rules_parameter = env.get("BROKER_RULES_PARAMETER") or None
         if (rules_file is None) == (rules_parameter is None):
             raise SettingsError("set exactly one of BROKER_RULES_FILE and BROKER_RULES_PARAMETER")
+        shadow_file = env.get("BROKER_SHADOW_RULES_FILE") or None
+        shadow_parameter = env.get("BROKER_SHADOW_RULES_PARAMETER") or None
+        if shadow_file is not None and shadow_parameter is not None:
+            raise SettingsError(
+                "set at most one of BROKER_SHADOW_RULES_FILE and BROKER_SHADOW_RULES_PARAMETER"
+            )
         table, key_id, shared, replay = _shared_table(env)
         return cls(
             rules_file=rules_file,
@@ -95,6 +105,8 @@ class Settings:
             ),
             aws_read_timeout_seconds=_float(env, "BROKER_AWS_READ_TIMEOUT_SECONDS", 3.0, 0.1, 60.0),
             repositories=_repositories(env),
+            shadow_rules_file=shadow_file,
+            shadow_rules_parameter=shadow_parameter,
         )
 
 

@@ -328,6 +328,59 @@ def the_stack_never_writes_the_rules(t: Template) -> list[str]:
     return problems
 
 
+def shadow_rules_are_read_only_when_enabled(t: Template) -> list[str]:
+    """ShadowRules=Enabled points the function at /cabroker/<stack name>/shadow-rules and lets
+    it read that parameter (and nothing more); Disabled, neither. The broker accepts both
+    environments, and the stack never writes the shadow rules either."""
+    problems: list[str] = []
+    for stack_name in ("cabroker", "team-b"):
+        pseudo = {**PSEUDO_PARAMETERS, "AWS::StackName": stack_name}
+        live = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cabroker/{stack_name}/rules"
+        name = f"/cabroker/{stack_name}/shadow-rules"
+        for setting, enabled in (("Enabled", True), ("Disabled", False)):
+            where = f"stack {stack_name}, ShadowRules={setting}"
+            stack = Stack(t, {"ShadowRules": setting}, pseudo=pseudo)
+            variable = stack.resolve(
+                function_environment(t).get("BROKER_SHADOW_RULES_PARAMETER", "<unset>")
+            )
+            # Resolved whole: a statement may be an Fn::If, and AWS::NoValue then.
+            documents = [stack.resolve(d) for d in role_policy_documents(t, "BrokerFunctionRole")]
+            read = {
+                resource
+                for action, resource in allowed(stack, documents)
+                if action == "ssm:GetParameter"
+            }
+            expected = {live} | (
+                {f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"} if enabled else set()
+            )
+            if variable != (name if enabled else ""):
+                problems.append(f"{where}: BROKER_SHADOW_RULES_PARAMETER is {variable!r}")
+            if read != expected:
+                problems.append(f"{where}: the function may read {sorted(read)}")
+            environment = {
+                key: value
+                for key, value in stack.resolve(function_environment(t)).items()
+                if key.startswith("BROKER_SHADOW")
+            }
+            try:
+                settings = Settings.from_env(
+                    {
+                        "BROKER_RULES_PARAMETER": f"/cabroker/{stack_name}/rules",
+                        "BROKER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/TokenIssuerRole",
+                        "BROKER_DOMAIN": "acme",
+                        "BROKER_DOMAIN_OWNER": ACCOUNT,
+                        "AWS_REGION": REGION,
+                        **environment,
+                    }
+                )
+            except ValueError as error:
+                problems.append(f"{where}: the broker refuses its settings: {error}")
+                continue
+            if settings.shadow_rules_parameter != (name if enabled else None):
+                problems.append(f"{where}: the broker reads {settings.shadow_rules_parameter}")
+    return problems
+
+
 def function_waits_for_its_policy(t: Template) -> list[str]:
     depends_on = as_list(t["Resources"]["BrokerFunction"].get("DependsOn", []))
     return (
@@ -752,6 +805,7 @@ CHECKS: list[Check] = [
     broker_role_managed_policies_are_logs_and_traces,
     broker_role_may_only_assume_token_issuer_and_read_rules,
     the_stack_never_writes_the_rules,
+    shadow_rules_are_read_only_when_enabled,
     function_waits_for_its_policy,
     only_the_broker_function_role,
     no_negations_or_action_wildcards,
@@ -838,7 +892,55 @@ def _unnamed(t: Template, parameter: str) -> None:
     t["Parameters"][parameter].pop("AllowedPattern", None)
 
 
+def _shadow_statement(t: Template) -> dict[str, Any]:
+    document = properties(t, "BrokerFunctionPolicy")["PolicyDocument"]
+    found: list[dict[str, Any]] = [
+        s for s in document["Statement"] if "Fn::If" in s and s["Fn::If"][0] == "ShadowRulesOn"
+    ]
+    (statement,) = found
+    return statement
+
+
+def _read_shadow_always(t: Template) -> None:
+    statement = _shadow_statement(t)
+    statement.update(statement.pop("Fn::If")[1])
+
+
 MUTATIONS: list[Mutation] = [
+    (
+        "shadow rules readable with ShadowRules=Disabled",
+        _read_shadow_always,
+        shadow_rules_are_read_only_when_enabled,
+    ),
+    (
+        "shadow rules read under a wildcard",
+        lambda t: _shadow_statement(t)["Fn::If"][1].update(
+            Resource={
+                "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+                ":parameter/cabroker/${AWS::StackName}/*"
+            }
+        ),
+        shadow_rules_are_read_only_when_enabled,
+    ),
+    (
+        "shadow rules parameter always set",
+        lambda t: _environment(t).update(
+            BROKER_SHADOW_RULES_PARAMETER={"Fn::Sub": "/cabroker/${AWS::StackName}/shadow-rules"}
+        ),
+        shadow_rules_are_read_only_when_enabled,
+    ),
+    (
+        "shadow rules parameter names another stack's",
+        lambda t: _environment(t)["BROKER_SHADOW_RULES_PARAMETER"]["Fn::If"].__setitem__(
+            1, "/cabroker/cabroker/shadow-rules"
+        ),
+        shadow_rules_are_read_only_when_enabled,
+    ),
+    (
+        "shadow rules in a file the function cannot read",
+        lambda t: _environment(t).update(BROKER_SHADOW_RULES_FILE="/var/task/shadow.yaml"),
+        shadow_rules_are_read_only_when_enabled,
+    ),
     (
         "the account may assume the broker role",
         lambda t: properties(t, "BrokerFunctionRole")["AssumeRolePolicyDocument"]["Statement"][0][
@@ -1446,6 +1548,7 @@ def test_log_groups_are_named_and_expire(stack: Stack, log_group: str, name: str
         pytest.param("ThrottlingBurstLimit", "40", id="burst"),
         pytest.param("LogRetentionDays", "90", id="retention"),
         pytest.param("Tracing", "Active", id="tracing"),
+        pytest.param("ShadowRules", "Disabled", id="no-shadow-rules"),
     ],
 )
 def test_parameter_default(stack: Stack, parameter: str, default: str) -> None:

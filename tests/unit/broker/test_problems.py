@@ -39,3 +39,11 @@ def test_problem_response_shape(cls: type[BrokerError]) -> None:
         assert headers["WWW-Authenticate"].startswith("Bearer")
     if cls.status == 503:
         assert int(headers["Retry-After"]) > 0
+
+
+def test_the_request_id_is_an_extension_member_when_the_invocation_has_one() -> None:
+    error = problems.AmbiguousRequest("say which", choices=[{"repository": "internal"}])
+    body = problems.problem_body(error, "/v1/token", request_id="8c4e711c-2ae5")
+    assert body["request_id"] == "8c4e711c-2ae5"
+    assert body["choices"] == [{"repository": "internal"}]
+    assert "request_id" not in problems.problem_body(error, "/v1/token")
