@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "functions"), str(ROOT / "admin"), str(ROOT)]
 
-from cabroker_admin import evaluate  # noqa: E402 - after the path is set
+from cabroker_admin import evaluate, lint  # noqa: E402 - after the path is set
 
 REPOSITORIES = ("internal", "platform", "data", "ml", "web", "mobile", "security", "tools")
 ISSUERS = {
@@ -210,6 +210,11 @@ def measure(rules: int, count: int, runs: int) -> dict[str, Any]:
     def test_command() -> Any:
         return evaluate.run(load(), read_tests())
 
+    deployment = lint.Deployment(repositories=tuple(served), internal_prefixes=("acme",))
+
+    def check_command() -> Any:
+        return lint.check(rules_text, deployment)
+
     with tempfile.TemporaryDirectory() as tmp:
         rules_path, tests_path = Path(tmp) / "rules.yaml", Path(tmp) / "tests.yaml"
         rules_path.write_text(rules_text, encoding="utf-8")
@@ -222,6 +227,13 @@ def measure(rules: int, count: int, runs: int) -> dict[str, Any]:
         cli_ms = (time.perf_counter() - started) * 1000
         if done.returncode != 0:
             raise SystemExit(f"cabroker-admin rules test failed: {done.stdout}{done.stderr}")
+        check = [sys.executable, "-m", "cabroker_admin", "rules", "check", str(rules_path)]
+        check += ["--repositories", ",".join(served), "--internal-prefixes", "acme"]
+        started = time.perf_counter()
+        checked = subprocess.run(check, capture_output=True, text=True, env=env, check=False)
+        check_cli_ms = (time.perf_counter() - started) * 1000
+        if checked.returncode not in (0, 1) or "CAB001" in checked.stdout:
+            raise SystemExit(f"cabroker-admin rules check failed: {checked.stdout}{checked.stderr}")
     run_ms = median_ms(runs, lambda: evaluate.run(loaded, cases))
     return {
         "python": sys.version.split()[0],
@@ -237,7 +249,10 @@ def measure(rules: int, count: int, runs: int) -> dict[str, Any]:
             "run_tests": run_ms,
             "test_in_process": median_ms(runs, test_command),
             "test_cli": cli_ms,
+            "check_in_process": median_ms(runs, check_command),
+            "check_cli": check_cli_ms,
         },
+        "findings": len(check_command().findings),
         "us_per_test": run_ms * 1000 / count,
         "cli_output": done.stdout.strip().splitlines()[-1],
     }
@@ -259,6 +274,11 @@ def table(figures: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (f"`rules test` in-process (median of {runs})", f"{ms['test_in_process']:.1f} ms"),
         ("`python -m cabroker_admin rules test` (once, wall)", f"{ms['test_cli']:.0f} ms"),
+        (
+            f"`rules check` with every lint, in-process (median of {runs})",
+            f"{ms['check_in_process']:.1f} ms ({figures['findings']} findings)",
+        ),
+        ("`python -m cabroker_admin rules check` (once, wall)", f"{ms['check_cli']:.0f} ms"),
     ]
 
 

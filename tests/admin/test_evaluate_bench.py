@@ -48,7 +48,15 @@ def test_the_benchmark_runs_and_prints_its_json() -> None:
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert (figures["rules"], figures["tests"], figures["runs"]) == (8, 40, 1)
-    assert set(figures["ms"]) == {"load", "parse_tests", "run_tests", "test_in_process", "test_cli"}
+    assert set(figures["ms"]) == {
+        "load",
+        "parse_tests",
+        "run_tests",
+        "test_in_process",
+        "test_cli",
+        "check_in_process",
+        "check_cli",
+    }
     assert all(value > 0 for value in figures["ms"].values())
     assert figures["cli_output"] == "40 passed, 0 failed"
 
