@@ -55,8 +55,8 @@ MUTANTS = [
     mutant(
         "the broker loads rules without the acceptance check",
         "functions/broker/service.py",
-        "check=lambda rules: check(rules, domain, served)",
-        "check=None",
+        "source = RulesSource(loader, description, check=acceptable)",
+        "source = RulesSource(loader, description, check=None)",
         ("tests/unit/broker/test_acceptance.py",),
     ),
     mutant(
