@@ -1,7 +1,9 @@
 """``cabroker-admin rules explain|test|diff``: what the broker would decide, offline
 (docs/admin.md, "Testing and explaining rules"). Nothing here reads AWS: a document is loaded
-with the broker's own parser (and, with ``--repositories``, its acceptance check), and every
-decision is :func:`broker.explain.explain`'s.
+with the broker's acceptance check (:func:`broker.acceptance.accept`: every full grant fits in
+a session policy for the domain, and every grant names one of ``--repositories`` when given),
+and every decision is :func:`broker.explain.explain`'s for that domain (the chosen grant's
+session policy must fit, as the broker checks at request time).
 
 Exit codes: ``explain`` 0 when it printed a decision (allow or deny); ``test`` 0 when every
 test passes, 1 when one fails; ``diff`` 0 whatever changed. All three: 1 when a rules document
@@ -24,8 +26,9 @@ from broker.rules import RuleSet
 from broker.scope import Domain
 from broker.settings import ACCOUNT_ID, DOMAIN_NAME
 from cabroker_admin import evaluate, rulesdiff, target
+from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
 from cabroker_admin.errors import UsageError
-from cabroker_admin.evaluate import PLACEHOLDER_DOMAIN, RulesInvalid
+from cabroker_admin.evaluate import RulesInvalid
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -113,11 +116,12 @@ def run_explain(args: argparse.Namespace) -> int:
     else:
         claims, source = json_object(args.claims, "--claims", "the caller's claims"), None
     body = NO_BODY if args.request is None else json_value(args.request, "--request")
-    rules = _rules(args.file, args)
+    repositories, domain = _served_of(args)
+    rules = _rules(args.file, repositories, domain)
     if args.issuer not in rules.issuers:
         known = ", ".join(repr(name) for name in rules.issuers) or "none"
         raise UsageError(f"--issuer {args.issuer!r} is not an issuer of {args.file} ({known})")
-    explanation = explain(rules, args.issuer, claims, body)
+    explanation = explain(rules, args.issuer, claims, body, domain=domain)
     if args.format == "json":
         if source:
             print(f"cabroker-admin: note: {source}", file=sys.stderr)
@@ -147,8 +151,9 @@ def decision_line(explanation: Explanation) -> str:
 
 def run_test(args: argparse.Namespace) -> int:
     cases = evaluate.parse_tests(evaluate.read_text(args.tests, "TESTS"), args.tests)
-    rules = _rules(args.file, args)
-    results = evaluate.run(rules, cases)
+    repositories, domain = _served_of(args)
+    rules = _rules(args.file, repositories, domain)
+    results = evaluate.run(rules, cases, domain, origin=args.tests)
     failed = [result for result in results if not result.passed]
     for result in failed:
         got = result.explanation
@@ -171,9 +176,10 @@ def run_diff(args: argparse.Namespace) -> int:
     cases = None
     if args.tests is not None:
         cases = evaluate.parse_tests(evaluate.read_text(args.tests, "--tests"), args.tests)
-    old, new = _rules(args.old, args), _rules(args.new, args)
+    repositories, domain = _served_of(args)
+    old, new = _rules(args.old, repositories, domain), _rules(args.new, repositories, domain)
     if cases is not None:
-        changes = evaluate.decision_changes(old, new, cases)
+        changes = evaluate.decision_changes(old, new, cases, domain, origin=args.tests)
         if args.format == "json":
             print(
                 evaluate.dumps(
@@ -278,8 +284,7 @@ def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 
 
-def _rules(path: str, args: argparse.Namespace) -> RuleSet:
-    repositories, domain = _served_of(args)
+def _rules(path: str, repositories: Sequence[str], domain: Domain) -> RuleSet:
     text = evaluate.read_text(path, "rules file", RulesInvalid)
     return evaluate.load_rules(text, path, repositories, domain)
 
@@ -293,9 +298,10 @@ def _format(command: argparse.ArgumentParser) -> None:
 def _served(command: argparse.ArgumentParser) -> None:
     given = command.add_argument_group(
         "the acceptance check",
-        "By default a document is only parsed. With --repositories, it is checked as a push "
-        "checks it: every grant names one of them and fits in a session policy (for "
-        "--domain and --domain-owner when given, else a placeholder domain).",
+        "A document is checked as the broker and a push check it: every grant fits in a "
+        "session policy (for --domain and --domain-owner when given, else a placeholder "
+        "domain) and, with --repositories, names one of them. A decision's grant must fit "
+        "too, as the broker checks at request time (else policy-too-large).",
     )
     given.add_argument("--repositories", metavar="A,B", help="the repositories the broker serves")
     given.add_argument("--domain", metavar="NAME", help="the CodeArtifact domain")
@@ -303,11 +309,9 @@ def _served(command: argparse.ArgumentParser) -> None:
 
 
 def _served_of(args: argparse.Namespace) -> tuple[Sequence[str], Domain]:
-    if args.repositories is None:
-        if args.domain is not None or args.domain_owner is not None:
-            raise UsageError("--domain and --domain-owner go with --repositories")
-        return (), PLACEHOLDER_DOMAIN
-    repositories = target.repositories(args.repositories, "--repositories", UsageError)
+    repositories: Sequence[str] = ()
+    if args.repositories is not None:
+        repositories = target.repositories(args.repositories, "--repositories", UsageError)
     if args.domain is not None and not DOMAIN_NAME.fullmatch(args.domain):
         raise UsageError(f"--domain {args.domain!r} is not a CodeArtifact domain name")
     if args.domain_owner is not None and not ACCOUNT_ID.fullmatch(args.domain_owner):

@@ -1,8 +1,9 @@
 """Rules documents put to the test: load one as the broker would, read a TESTS document (the
 identities and requests an admin expects to be allowed or denied), run it, and compare two
-documents' decisions over it. Every decision is :func:`broker.explain.explain`'s, so a test
-passes exactly when the broker would decide as it says (docs/admin.md, "Testing and
-explaining rules").
+documents' decisions over it. A document is loaded with the broker's acceptance check
+(:func:`broker.acceptance.accept`) and every decision is :func:`broker.explain.explain`'s, with
+the deployment's domain, so a test passes exactly when the broker would decide as it says
+(docs/admin.md, "Testing and explaining rules").
 
 A TESTS document (YAML or JSON)::
 
@@ -19,7 +20,8 @@ A TESTS document (YAML or JSON)::
         expect: {decision: deny, reason: no-matching-rule}
 
 It is read strictly: an unknown or missing field, a wrong type or a duplicate key is a usage
-error (:class:`~cabroker_admin.errors.UsageError`) naming the test and the field.
+error (:class:`~cabroker_admin.errors.UsageError`) naming the test and the field, and so is
+a test whose issuer the rules do not name (a typo would otherwise pass as ``invalid-token``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from broker.acceptance import check
+from broker.acceptance import accept
 from broker.explain import NO_BODY, ChangeKind, Decision, Explanation, change_kind, explain
 from broker.problems import (
     AmbiguousRequest,
@@ -40,9 +42,11 @@ from broker.problems import (
     InvalidRequest,
     InvalidToken,
     NoMatchingRule,
+    PolicyTooLarge,
 )
-from broker.rules import ACCESS_LEVELS, Access, RulesError, RuleSet, package_patterns, parse
+from broker.rules import ACCESS_LEVELS, Access, RulesError, RuleSet, package_patterns
 from broker.scope import Domain
+from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
 from cabroker_admin.errors import AdminError, UsageError, one_line
 
 # The denials a test may expect: the broker's problem slugs for a token request.
@@ -51,17 +55,13 @@ REASONS = (
     GrantExceeded.slug,
     AmbiguousRequest.slug,
     InvalidRequest.slug,
+    PolicyTooLarge.slug,  # the chosen grant's session policy would not fit
     InvalidToken.slug,  # an issuer the rules do not name: the broker refuses its tokens
 )
 DECISIONS: tuple[Decision, ...] = ("allow", "deny")
 TEST_FIELDS = frozenset({"name", "issuer", "claims", "request", "expect"})
 GRANT_FIELDS = ("rule", "repository", "access", "packages", "max_duration")
 EXPECT_FIELDS = frozenset({"decision", "reason", *GRANT_FIELDS})
-
-# What the session-policy size check assumes without --domain/--domain-owner (docs/admin.md).
-PLACEHOLDER_DOMAIN = Domain(
-    partition="aws", region="us-east-1", owner="111122223333", name="domain"
-)
 
 
 class RulesInvalid(AdminError):
@@ -90,21 +90,18 @@ def load_rules(
     repositories: Sequence[str] = (),
     domain: Domain = PLACEHOLDER_DOMAIN,
 ) -> RuleSet:
-    """The rules in ``text`` as the broker's own parser reads them; with ``repositories``, also
-    the broker's acceptance check (every full grant fits in a session policy for ``domain``,
-    every grant names one of ``repositories``). Invalid: :class:`RulesInvalid`, one line
-    starting with ``origin``."""
+    """The rules in ``text`` if the broker would serve them: :func:`broker.acceptance.accept`,
+    the broker's one acceptance check (every rule's full grant fits in a session policy for
+    ``domain``, and, unless ``repositories`` is empty, every grant names one of them).
+    Invalid: :class:`RulesInvalid`, one line starting with ``origin``."""
     try:
-        rules = parse(text)
-        if repositories:
-            check(rules, domain, repositories)
+        return accept(text, domain, repositories)
     except RulesError as error:
         raise RulesInvalid(f"{origin}: {one_line(str(error))}") from None
     except Exception as error:  # noqa: BLE001 - as the broker: any failure means "invalid"
         raise RulesInvalid(
             f"{origin}: the document could not be compiled ({type(error).__name__})"
         ) from None
-    return rules
 
 
 # --------------------------------------------------------------------------- the tests document
@@ -142,8 +139,10 @@ class Case:
     request: object  # the decoded POST /v1/token body, or NO_BODY
     expect: Expect
 
-    def explain(self, rules: RuleSet) -> Explanation:
-        return explain(rules, self.issuer, self.claims, self.request)
+    def explain(self, rules: RuleSet, domain: Domain = PLACEHOLDER_DOMAIN) -> Explanation:
+        """The broker's decision on this test with ``rules``, for a deployment on ``domain``
+        (the chosen grant's session policy must fit, as at request time)."""
+        return explain(rules, self.issuer, self.claims, self.request, domain=domain)
 
 
 class _Duplicate(ValueError):
@@ -325,8 +324,31 @@ class Result:
         return not self.mismatches
 
 
-def run(rules: RuleSet, cases: Iterable[Case]) -> list[Result]:
-    return [result_of(case, case.explain(rules)) for case in cases]
+def run(
+    rules: RuleSet,
+    cases: Sequence[Case],
+    domain: Domain = PLACEHOLDER_DOMAIN,
+    *,
+    origin: str = "TESTS",
+) -> list[Result]:
+    """Every test's result with ``rules`` on ``domain``. A test whose issuer ``rules`` do not
+    name is a :class:`UsageError` naming ``origin``, the test and the issuer."""
+    check_issuers(cases, (rules,), origin)
+    return [result_of(case, case.explain(rules, domain)) for case in cases]
+
+
+def check_issuers(cases: Iterable[Case], documents: Sequence[RuleSet], origin: str) -> None:
+    """Refuse a test whose issuer none of ``documents`` names: a misspelled issuer would be
+    denied (``invalid-token``) and pass a test that expects a denial."""
+    known = {name for rules in documents for name in rules.issuers}
+    for case in cases:
+        if case.issuer not in known:
+            names = ", ".join(repr(name) for name in sorted(known)) or "none"
+            where = "the rules" if len(documents) == 1 else "either rules document"
+            raise UsageError(
+                f"{origin}: test {case.name!r}: field 'issuer': {case.issuer!r} is not an "
+                f"issuer of {where} ({names})"
+            )
 
 
 def result_of(case: Case, explanation: Explanation) -> Result:
@@ -371,12 +393,21 @@ class DecisionChange:
     new: Explanation
 
 
-def decision_changes(old: RuleSet, new: RuleSet, cases: Iterable[Case]) -> list[DecisionChange]:
+def decision_changes(
+    old: RuleSet,
+    new: RuleSet,
+    cases: Sequence[Case],
+    domain: Domain = PLACEHOLDER_DOMAIN,
+    *,
+    origin: str = "TESTS",
+) -> list[DecisionChange]:
     """The tests (their identities and requests; their expectations do not matter) that the
-    two documents decide differently, in the tests' order."""
+    two documents decide differently on ``domain``, in the tests' order. A test whose issuer
+    neither names is a :class:`UsageError` (one that only ``new`` drops is a change to show)."""
+    check_issuers(cases, (old, new), origin)
     changes = []
     for case in cases:
-        before, after = case.explain(old), case.explain(new)
+        before, after = case.explain(old, domain), case.explain(new, domain)
         kind = change_kind(before, after)
         if kind is not None:
             changes.append(DecisionChange(case, kind, before, after))

@@ -3,10 +3,11 @@
 For an issuer, a verified caller's claims and a ``POST /v1/token`` body, :func:`explain`
 decides exactly as :meth:`broker.service.Broker.token` does (its matching is
 :meth:`broker.rules.RuleSet.matching`, its resolution :func:`broker.grants.parse_token_request`
-and :func:`broker.grants.resolve`, called here, never copied) and adds, for every rule of the
-issuer, whether it matched and, if not, each claim constraint that failed and why. Pure: no
-I/O, no clock; ``cabroker-admin rules explain|test|diff`` print it, and a denial's audit line
-can carry it.
+and :func:`broker.grants.resolve`, and, given the deployment's domain, the request-time size
+check of the chosen grant's session policy, :func:`broker.scope.session_policy`: all called
+here, never copied) and adds, for every rule of the issuer, whether it matched and, if not,
+each claim constraint that failed and why. Pure: no I/O, no clock; ``cabroker-admin rules
+explain|test|diff`` print it, and a denial's audit line and the shadow rules use it.
 
 A ``why`` names a claim's value (truncated) and the rule's patterns, never anything else of the
 caller's: the caller's ID token is not an input.
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from .grants import parse_token_request, resolve
 from .problems import BrokerError, InvalidToken
 from .rules import Access, ClaimConstraint, Rule, RuleSet
+from .scope import Domain, session_policy
 
 Decision = Literal["allow", "deny"]
 FailureKind = Literal["missing", "type", "value"]
@@ -150,6 +152,7 @@ def explain(
     body: object = NO_BODY,
     *,
     who: str | None = None,
+    domain: Domain | None = None,
 ) -> Explanation:
     """The broker's decision on a token request ``body`` (the decoded JSON; :data:`NO_BODY`
     when there is none) by a caller of ``issuer`` with ``claims``, and why.
@@ -157,6 +160,13 @@ def explain(
     ``who`` names the caller in a denial's detail (by default as the broker does: the issuer
     and the ``sub`` claim). An issuer the document does not name is denied as the broker
     denies its tokens (``invalid-token``), with no rules to trace.
+
+    ``domain``, the deployment's CodeArtifact domain, also checks that the chosen grant's
+    session policy fits, as :meth:`broker.service.Broker.token` does before it mints
+    (:func:`broker.scope.session_policy`; too large: ``policy-too-large``). None: not
+    checked, and a grant too large to mint is reported as an allow. The broker passes its
+    domain (its denial audit line and :mod:`broker.shadow`), and so do ``cabroker-admin rules
+    explain|test|diff``.
     """
     if who is None:
         who = f"issuer {issuer!r} subject {claims.get('sub')!r}"
@@ -175,6 +185,8 @@ def explain(
         request = parse_token_request({} if body is NO_BODY else body)
         matching = rules.matching(issuer, claims)
         resolved = resolve(matching, request, who)
+        if domain is not None:
+            session_policy(resolved, domain)  # refuses (PolicyTooLarge) what would not fit
     except BrokerError as refused:
         return Explanation(
             issuer=issuer,

@@ -116,6 +116,7 @@ class Broker:
             shadow = Shadow(
                 RulesSource(loader, description, check=acceptable, shadow=True),
                 retry_seconds=settings.rules_cache_seconds,
+                domain=domain,
             )
         keys = IssuerKeys(
             http_fetcher(settings.http_timeout_seconds),
@@ -208,7 +209,7 @@ class Broker:
             self._denied(caller, audit, exc, body)
             raise
         if self._shadow is not None:
-            live = _explained(caller, body)
+            live = _explained(caller, body, self._domain)
             if live is not None:
                 audit.update(self._shadow.evaluate(identity, live, body, caller.describe()))
         expires_at = _rfc3339(minted.expires_at)
@@ -265,7 +266,7 @@ class Broker:
         from .explain import audit_trace  # loaded at the first denial, not at cold start
 
         audit.update(decision="deny", reason=refused.slug, detail=_shorten(refused.detail))
-        live = _explained(caller, body)
+        live = _explained(caller, body, self._domain)
         if live is not None:
             audit["evaluation"] = audit_trace(live.rules)
             if shadow and self._shadow is not None:
@@ -380,15 +381,22 @@ def _requested(request: TokenRequest) -> dict[str, Any]:
     return {name: value for name, value in named.items() if value is not None}
 
 
-def _explained(caller: Caller, body: object) -> Explanation | None:
-    """The live rules' decision on the request, traced (:mod:`broker.explain`); None if the
-    trace itself failed (a bug: logged, and never the caller's answer)."""
+def _explained(caller: Caller, body: object, domain: Domain) -> Explanation | None:
+    """The live rules' decision on the request, traced (:mod:`broker.explain`, with the
+    session-policy size check :meth:`Broker.token` makes, so a ``policy-too-large`` denial is
+    explained as one); None if the trace itself failed (a bug: logged, and never the caller's
+    answer)."""
     from .explain import explain
 
     identity = caller.identity
     try:
         return explain(
-            caller.rules, identity.issuer.name, identity.claims, body, who=caller.describe()
+            caller.rules,
+            identity.issuer.name,
+            identity.claims,
+            body,
+            who=caller.describe(),
+            domain=domain,
         )
     except Exception:  # an audit detail must never change the answer
         logger.exception("the evaluation trace failed")

@@ -40,6 +40,7 @@ from .metrics import count
 from .problems import BrokerError, InvalidToken
 from .rules import RuleSet
 from .rulesource import RulesSource
+from .scope import Domain
 from .tokenshape import check_authorized_party
 
 logger = Logger(service="cabroker", child=True)
@@ -54,8 +55,12 @@ class Shadow:
         *,
         retry_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        domain: Domain | None = None,
     ) -> None:
+        """``domain``: the deployment's, for the session-policy size check the live decision
+        makes too (:func:`broker.explain.explain`); None: not checked."""
         self._source = source
+        self._domain = domain
         self._retry = retry_seconds
         self._clock = clock
         self._quiet_until = float("-inf")
@@ -86,7 +91,7 @@ class Shadow:
             rules = self.rules()
             if rules is None:
                 return {}
-            shadow = decide(rules, identity, body, who)
+            shadow = decide(rules, identity, body, who, domain=self._domain)
             kind = disagreement(live, shadow)
             if kind is None:
                 return {}
@@ -98,7 +103,9 @@ class Shadow:
             return {}
 
 
-def decide(rules: RuleSet, identity: Identity, body: object, who: str) -> Explanation:
+def decide(
+    rules: RuleSet, identity: Identity, body: object, who: str, *, domain: Domain | None = None
+) -> Explanation:
     """The shadow document's decision on a request of the verified ``identity``."""
     issuer = rules.issuer_for_url(identity.issuer.url)
     refused: str | None = None
@@ -123,7 +130,7 @@ def decide(rules: RuleSet, identity: Identity, body: object, who: str) -> Explan
             detail=refused,
             rules=(),
         )
-    return explain(rules, issuer.name, identity.claims, body, who=who)
+    return explain(rules, issuer.name, identity.claims, body, who=who, domain=domain)
 
 
 def disagreement(live: Explanation, shadow: Explanation) -> ChangeKind | None:

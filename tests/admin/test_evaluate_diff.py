@@ -225,7 +225,7 @@ def test_with_tests_diff_lists_each_decision_that_changes(
     code, out, err = diff(capsys, old, new, "--tests", tests)
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"{old} → {new}, over the 6 tests of {tests}: 3 decisions change"
+    assert lines[0] == f"{old} → {new}, over the 5 tests of {tests}: 3 decisions change"
     assert [line for line in lines if not line.startswith("    ")] == [
         lines[0],
         "  engineers-read: another grant",
@@ -239,7 +239,7 @@ def test_with_tests_diff_lists_each_decision_that_changes(
     code, out, _ = diff(capsys, old, new, "--tests", tests, "--format", "json")
     assert code == 0
     found = json.loads(out)
-    assert found["tests"] == 6
+    assert found["tests"] == 5
     assert [(c["name"], c["kind"]) for c in found["changes"]] == [
         ("engineers-read", "grant"),
         ("release-publishes-acme", "allow-to-deny"),
@@ -260,7 +260,7 @@ def test_with_tests_and_no_change_diff_says_so(
     tests = write(tmp_path, "tests.yaml", TESTS)
     code, out, _ = diff(capsys, rules, rules, "--tests", tests)
     assert code == 0
-    assert out == f"{rules} → {rules}, over the 6 tests of {tests}: 0 decisions change\n"
+    assert out == f"{rules} → {rules}, over the 5 tests of {tests}: 0 decisions change\n"
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from broker.grants import parse_token_request, resolve
 from broker.identity import Identity
 from broker.problems import BrokerError, NoMatchingRule
 from broker.rules import RuleSet, compile_document, parse
+from broker.scope import Domain
 from broker.service import Broker, Caller
 from broker.settings import Settings
 from tests.unit.broker.strategies import (
@@ -439,7 +440,7 @@ def test_explain_decides_exactly_as_the_broker(capsys: pytest.CaptureFixture[str
     @given(case=cases())
     def check(case: tuple[RuleSet, str, dict[str, Json], object]) -> None:
         rules, issuer, claims, body = case
-        explained = explain(rules, issuer, claims, body)
+        explained = explain(rules, issuer, claims, body, domain=Domain.of(SETTINGS))
         if issuer not in rules.issuers:
             assert (explained.reason, explained.rules) == ("invalid-token", ())
             tally.record("unknown issuer")
@@ -462,3 +463,47 @@ def test_explain_decides_exactly_as_the_broker(capsys: pytest.CaptureFixture[str
     seen = set(tally.outcomes)
     wanted = {"allow", "no-matching-rule", "grant-exceeded", "invalid-request", "unknown issuer"}
     assert wanted | {"failure: missing", "failure: type", "failure: value"} <= seen, seen
+
+
+# A full grant that fits (one pattern) and a request it covers that does not (20 long names).
+LONG_NAMES = [f"acme-a-very-long-package-name-number-{i:02d}" for i in range(20)]
+
+
+def test_a_grant_too_large_for_a_session_policy_is_refused_as_the_broker_refuses_it() -> None:
+    claims = {"sub": "x", "repository_owner": "acme", "ref": "refs/heads/main"}
+    body = {"packages": LONG_NAMES}
+    explained = explain(RULES, "github", claims, body, domain=Domain.of(SETTINGS))
+    assert (explained.decision, explained.reason, explained.grant) == (
+        "deny",
+        "policy-too-large",
+        None,
+    )
+    assert "over the 2048" in (explained.detail or "")
+    assert outcome(explained) == broker_token(RULES, "github", claims, body)
+    assert [t.matched for t in explained.rules] == [True]
+    # Without a domain the size is not checked: the grant the rules resolve.
+    unchecked = explain(RULES, "github", claims, body)
+    assert unchecked.allowed
+    assert unchecked.grant is not None
+    assert len(unchecked.grant.packages) == 20
+
+
+def test_the_brokers_denial_trace_and_shadow_check_the_policy_size_too() -> None:
+    from broker.service import _explained
+    from broker.shadow import decide
+
+    claims = {
+        "sub": "x",
+        "aud": "https://b.example",
+        "repository_owner": "acme",
+        "ref": "refs/heads/main",
+    }
+    body = {"packages": LONG_NAMES}
+    identity = Identity(RULES.issuers["github"], "x", claims, "0" * 64)
+    domain = Domain.of(SETTINGS)
+    live = _explained(Caller(identity, RULES), body, domain)
+    assert live is not None
+    assert live.reason == "policy-too-large"
+    shadow = decide(RULES, identity, body, "who", domain=domain)
+    assert shadow.reason == "policy-too-large"
+    assert decide(RULES, identity, body, "who").allowed  # no domain: not checked
