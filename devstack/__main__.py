@@ -41,7 +41,8 @@ def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
     broker = state["broker_url"]
     ci_claims = (
         '{"sub":"repo:acme/app:ref:refs/heads/main","repository":"acme/app",'
-        '"repository_owner":"acme","ref":"refs/heads/main"}'
+        '"repository_owner":"acme","repository_owner_id":"1001","repository_id":"2001",'
+        '"ref":"refs/heads/main"}'
     )
     engineer = '{"sub":"alice","groups":["engineering"]}'
     field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"

@@ -27,6 +27,9 @@ CI_CLAIMS = {
     "sub": "repo:acme/app:ref:refs/heads/main",
     "repository": "acme/app",
     "repository_owner": "acme",
+    # The ids devstack/rules.yaml matches (owner acme, repository acme/app).
+    "repository_owner_id": "1001",
+    "repository_id": "2001",
     "ref": "refs/heads/main",
 }
 ENGINEER_CLAIMS = {"sub": "alice", "email": "alice@acme.example", "groups": ["engineering"]}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from broker.scope import Domain
 from broker.settings import ACCOUNT_ID, DOMAIN_NAME, REGION
 from cabroker_admin import lint, target
+from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
 from cabroker_admin.errors import UsageError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ SCHEMA = "rules.schema.json"  # beside this module, in the wheel too
 
 
 def register(commands: Commands) -> None:
-    placeholder = lint.PLACEHOLDER_DOMAIN
+    placeholder = PLACEHOLDER_DOMAIN
     check = commands.add_parser(
         "check",
         help="validate a rules file with the broker's loader and lint it (offline)",

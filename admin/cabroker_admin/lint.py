@@ -16,9 +16,13 @@ the CI lints skip it. The claims are GitHub's (https://docs.github.com/en/action
 security/oidc) and GitLab's (https://docs.gitlab.com/ci/secrets/id_token_authentication/).
 
 What is certain and what is not. The interplay lints (CAB301 to CAB304) flag only what holds
-for every identity: one rule's constraints are a subset of another's, claim for claim with
-the same alternatives, so whoever matches the stricter rule matches the looser one too. Rules
-whose constraints merely overlap are not compared.
+for every identity: the looser rule constrains no claim the stricter one leaves free, and each
+of the stricter rule's alternatives for a claim is covered by the looser rule's constraint on
+it, so whoever matches the stricter rule matches the looser one too. An alternative is covered
+when it is one of the looser alternatives, or when it has no ``*`` and the looser constraint
+matches it (:func:`cabroker_admin.rulesdiff.covers`, the test ``rules diff`` uses); an
+alternative with a ``*`` is covered only by the same alternative. Rules whose constraints
+merely overlap are not compared.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from broker import names
 from broker.acceptance import accept
 from broker.grants import ResolvedGrant, TokenRequest, resolve
 from broker.problems import AmbiguousRequest, BrokerError
-from broker.rules import Rule, RulesError, RuleSet, glob_to_regex
+from broker.rules import ClaimConstraint, Rule, RulesError, RuleSet, glob_to_regex
 from broker.scope import MAX_POLICY_CHARS, Domain, session_policy
 from broker.settings import MAX_TOKEN_SECONDS
+from cabroker_admin.deployment import PLACEHOLDER_DOMAIN as PLACEHOLDER_DOMAIN  # re-exported
+from cabroker_admin.rulesdiff import covers
 
 Severity = Literal["error", "warning", "info"]
 Kind = Literal["github", "gitlab"]
@@ -47,10 +53,8 @@ Kind = Literal["github", "gitlab"]
 # A session policy this close to the limit warns (CAB402).
 NEAR_LIMIT = 0.9
 # What the session-policy size is computed for without --domain, --domain-owner, --region and
-# --partition: the size grows by a few characters per ARN with longer names, no more.
-PLACEHOLDER_DOMAIN = Domain(
-    partition="aws", region="us-east-1", owner="111122223333", name="domain"
-)
+# --partition is cabroker_admin.deployment's PLACEHOLDER_DOMAIN (imported above, and from here
+# by checkcli and the tests): the size grows by a few characters per ARN with longer names.
 # A deployment's internal prefix, as infra/package_groups.py accepts it in /pypi//PREFIX~: a
 # normalized (PEP 503) name.
 INTERNAL_PREFIX = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -107,8 +111,9 @@ GITLAB_ONLY = frozenset(
 GITHUB_NAMES = {"repository_owner": "repository_owner_id", "repository": "repository_id"}
 # GitLab's project claims; in a fork's merge-request pipeline they name the fork (CAB103).
 GITLAB_PROJECT = ("project_id", "project_path", "namespace_id", "namespace_path")
-# Claims that tie a token to a ref, an environment or a workflow file (CAB201). ``sub`` counts
-# when every alternative names a ref or an environment, as the default subjects do.
+# Claims that can tie a token to a ref, an environment or a workflow file (CAB201); whether a
+# constraint on one does is _gates' rule (GATE_RULE). ``sub`` counts when every alternative
+# names such a ref or environment, as the default subjects do.
 GATES: dict[Kind, frozenset[str]] = {
     "github": frozenset(
         {"ref", "ref_protected", "environment", "workflow_ref", "job_workflow_ref"}
@@ -124,6 +129,18 @@ GATES: dict[Kind, frozenset[str]] = {
         }
     ),
 }
+# A constraint gates (CAB201) when every alternative of it does, by this rule (the lint's fix).
+GATE_RULE = (
+    'ref_protected (GitLab: also environment_protected) only as "true"; environment without '
+    "a *; a ref (ref, GitLab ref_path: refs/heads/NAME or refs/tags/NAME; GitLab ref: NAME) "
+    "with at least one character of the branch or tag name before any * (refs/heads/main, "
+    "refs/tags/v* gate; refs/heads/*, refs/*, * do not); a workflow ref (workflow_ref, "
+    "job_workflow_ref, GitLab ci_config_ref_uri) with no * before its last @ and such a ref "
+    "after it"
+)
+REF_CLAIMS = frozenset({"ref", "ref_path"})
+WORKFLOW_CLAIMS = frozenset({"workflow_ref", "job_workflow_ref", "ci_config_ref_uri"})
+FLAG_CLAIMS = frozenset({"ref_protected", "environment_protected"})
 # Claims whose values are decimal ids (strings of digits) (CAB302).
 ID_CLAIMS: dict[Kind, frozenset[str]] = {
     "github": frozenset({"repository_owner_id", "repository_id", "actor_id", "run_id"}),
@@ -208,7 +225,7 @@ LINTS: dict[str, Lint] = {
             "warning",
             "a CI publish rule has no ref, environment or workflow gate",
             "anyone who can push a branch and run a workflow in the repository could publish",
-            "add ref, ref_protected, environment or a workflow ref constraint",
+            "gate it; what gates: " + GATE_RULE,
             GITHUB_DOCS,
         ),
         Lint(
@@ -411,10 +428,13 @@ def lint(
 
 
 def names_not_ids(row: Written) -> Iterator[Finding]:
-    """CAB101: ``repository_owner`` or ``repository`` without their immutable ids."""
+    """CAB101: ``repository_owner`` or ``repository`` without their immutable ids (a
+    constrained ``repository_id`` pins the owner too)."""
     if row.kind != "github":
         return
     for name, id_claim in GITHUB_NAMES.items():
+        if name == "repository_owner" and "repository_id" in row.claims:
+            continue
         if name in row.claims and id_claim not in row.claims:
             yield Finding(
                 "CAB101",
@@ -458,24 +478,24 @@ def gitlab_project(row: Written) -> Iterator[Finding]:
 
 
 def ungated(row: Written) -> Iterator[Finding]:
-    """CAB201: a CI publish rule with no ref, environment or workflow constraint."""
-    if row.kind is None or row.rule.grant.access != "publish":
+    """CAB201: a CI publish rule with no constraint that gates it on a ref, an environment
+    or a workflow file (GATE_RULE)."""
+    kind = row.kind
+    if kind is None or row.rule.grant.access != "publish":
         return
-    gates = GATES[row.kind] & set(row.claims)
-    subject_gate = "sub" in row.claims and all(
-        ":ref:" in alternative or ":environment:" in alternative
-        for alternative in row.claims["sub"]
+    candidates = sorted(claim for claim in row.claims if claim in GATES[kind] or claim == "sub")
+    if any(_gates(kind, claim, row.claims[claim]) for claim in candidates):
+        return
+    loose = f" ({', '.join(candidates)} constrained, but not to a gate)" if candidates else ""
+    yield Finding(
+        "CAB201",
+        row.name,
+        "publishes for any job of the matched repositories: whoever can push a branch and "
+        f"run a workflow there could publish{loose}",
+        "gate it on a protected ref or a reviewed environment: ref: refs/heads/main, "
+        'ref_protected: "true", environment: release, or a workflow ref; what gates: ' + GATE_RULE,
+        _claims_docs(kind),
     )
-    if not gates and not subject_gate:
-        yield Finding(
-            "CAB201",
-            row.name,
-            "publishes for any job of the matched repositories: whoever can push a branch and "
-            "run a workflow there could publish",
-            "gate it on a protected ref or a reviewed environment: ref: refs/heads/main, "
-            'ref_protected: "true", environment: release, or a workflow ref',
-            _claims_docs(row.kind),
-        )
 
 
 def never_matches(row: Written) -> Iterator[Finding]:
@@ -531,14 +551,14 @@ def redundant(rows: Sequence[Written]) -> Iterator[Finding]:
             if stricter.name in flagged or looser.name in flagged:
                 continue
             identical = looser.claims == stricter.claims
-            if not _subset(looser.claims, stricter.claims):
+            if not _subset(looser, stricter):
                 continue
             if looser.rule.grant.max_duration < stricter.rule.grant.max_duration:
                 continue
             if identical and looser is second and _duration(first) == _duration(second):
                 continue  # identical rules: the later one is the redundant one
             flagged.add(stricter.name)
-            how = "the same claims" if identical else "a subset of its claims"
+            how = "the same claims" if identical else "every identity it matches"
             yield Finding(
                 "CAB301",
                 stricter.name,
@@ -557,7 +577,7 @@ def ambiguous(rows: Sequence[Written]) -> Iterator[Finding]:
     for first, second in combinations(rows, 2):
         if first.rule.issuer != second.rule.issuer:
             continue
-        if not (_subset(first.claims, second.claims) or _subset(second.claims, first.claims)):
+        if not (_subset(first, second) or _subset(second, first)):
             continue
         both = [first.rule, second.rule]
         if not _is_ambiguous(both, TokenRequest()):
@@ -627,10 +647,72 @@ def near_limit(row: Written, domain: Domain) -> Iterator[Finding]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _subset(looser: Mapping[str, frozenset[str]], stricter: Mapping[str, frozenset[str]]) -> bool:
-    """Every constraint of ``looser`` is one of ``stricter``'s, with the same alternatives:
-    whoever matches ``stricter`` matches ``looser``."""
-    return all(stricter.get(claim) == alternatives for claim, alternatives in looser.items())
+def _subset(looser: Written, stricter: Written) -> bool:
+    """Whoever matches ``stricter`` matches ``looser``: ``stricter`` constrains every claim
+    ``looser`` does, each of its alternatives covered by ``looser``'s constraint (module
+    docstring)."""
+    for constraint in looser.rule.constraints:
+        alternatives = stricter.claims.get(constraint.claim)
+        if alternatives is None:
+            return False
+        if not all(_covered(constraint, alternative) for alternative in alternatives):
+            return False
+    return True
+
+
+def _covered(looser: ClaimConstraint, alternative: str) -> bool:
+    """Every value ``alternative`` matches, ``looser`` matches: the same alternative, or a
+    literal one it matches (an alternative with a ``*`` only when ``looser`` has the same)."""
+    if alternative in looser.alternatives:
+        return True
+    return "*" not in alternative and covers(looser, alternative)
+
+
+def _gates(kind: Kind, claim: str, alternatives: frozenset[str]) -> bool:
+    """Whether the constraint ``claim``: ``alternatives`` gates a CI rule (GATE_RULE)."""
+    if claim == "sub":
+        return all(_subject_gates(kind, alternative) for alternative in alternatives)
+    if claim not in GATES[kind]:
+        return False
+    if claim in FLAG_CLAIMS:
+        return alternatives == {"true"}
+    if claim == "environment":
+        return not any("*" in alternative for alternative in alternatives)
+    bare = kind == "gitlab" and claim == "ref"  # GitLab's ref is the branch or tag name
+    if claim in REF_CLAIMS:
+        return all(_pinned_ref(alternative, bare) for alternative in alternatives)
+    return claim in WORKFLOW_CLAIMS and all(map(_pinned_workflow, alternatives))
+
+
+def _pinned_ref(glob: str, bare: bool = False) -> bool:
+    """A ref glob that fixes at least the first character of a branch or tag name."""
+    if not bare:
+        prefix = next((p for p in REF_TYPES if glob.startswith(p)), None)
+        if prefix is None:
+            return False
+        glob = glob[len(prefix) :]
+    return glob != "" and not glob.startswith("*")
+
+
+def _pinned_workflow(glob: str) -> bool:
+    """``FILE@REF`` with no ``*`` before the last ``@`` (a ``*`` could take in part of a branch
+    name that holds an ``@``) and a pinned ref after it."""
+    head, at, ref = glob.rpartition("@")
+    return bool(at) and "*" not in head and _pinned_ref(ref)
+
+
+def _subject_gates(kind: Kind, glob: str) -> bool:
+    """A ``sub`` alternative naming a pinned ref (``…:ref:REF``) or an environment without a
+    ``*`` (``…:environment:NAME``), as the default subjects do."""
+    for marker in (":ref:", ":environment:"):
+        if marker in glob:
+            rest = glob.rsplit(marker, 1)[1]
+            return (
+                _pinned_ref(rest, bare=kind == "gitlab")
+                if marker == ":ref:"
+                else (rest != "" and "*" not in rest)
+            )
+    return False
 
 
 def _scope(row: Written) -> tuple[str, str, tuple[str, ...]]:

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from broker.rules import _ISSUER_NAME  # the rules' own grammar of issuer names
 from broker.settings import ROLE_ARN
@@ -192,12 +192,12 @@ class Revocations:
         return aws_call(what, f"role {self.role}", call)
 
     def _policy_names(self) -> list[str]:
-        pages = self._iam.get_paginator("list_role_policies").paginate(RoleName=self.role)
-        names: list[str] = self._call(
-            "iam:ListRolePolicies",
-            lambda: [name for page in pages for name in page["PolicyNames"]],
-        )
-        return names
+        def names() -> list[str]:
+            pages = self._iam.get_paginator("list_role_policies").paginate(RoleName=self.role)
+            return [name for page in pages for name in page["PolicyNames"]]
+
+        listed: list[str] = self._call("iam:ListRolePolicies", names)
+        return listed
 
     def _policy(self, name: str) -> dict[str, Any]:
         found = self._call(
@@ -231,8 +231,8 @@ class Revocations:
             self._iam.put_role_policy(
                 RoleName=self.role, PolicyName=policy_name(id_), PolicyDocument=compact(new)
             )
-        except ClientError as error:
-            if error_code(error) == "LimitExceeded":
+        except (ClientError, BotoCoreError) as error:  # BotoCoreError: no answer (connection)
+            if isinstance(error, ClientError) and error_code(error) == "LimitExceeded":
                 raise self._full(used, size(new)) from None
             raise aws_error("iam:PutRolePolicy", f"role {self.role}", error) from None
         return Revoked(parse(id_, new), written=True)

@@ -196,13 +196,20 @@ def claim_changes(
             )
             continue
         previous = before[claim]
-        gained = [a for a in constraint.alternatives if not previous.matches(a)]
-        lost = [a for a in previous.alternatives if not constraint.matches(a)]
+        gained = [a for a in constraint.alternatives if not covers(previous, a)]
+        lost = [a for a in previous.alternatives if not covers(constraint, a)]
         if gained or lost:
             changes.append(
                 Change(f"claims.{claim}", _direction(gained, lost), _accepts(gained, lost))
             )
     return changes
+
+
+def covers(constraint: ClaimConstraint, alternative: str) -> bool:
+    """Whether ``constraint`` matches every value that ``alternative`` (an alternative of a
+    constraint on the same claim) matches: the constraint's own matching applied to the
+    alternative's text (module docstring). ``False`` means cannot tell, not "does not"."""
+    return constraint.matches(alternative)
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from moto import mock_aws
 
 from broker.tokens import session_name
@@ -302,6 +302,65 @@ def test_an_aws_failure_is_exit_1_with_its_code(
     assert one_error(err) == (
         f"cabroker-admin: role {ROLE}: no revocation 0123456789ab (--list shows those in force)"
     )
+
+
+# Every IAM call of each command, and the arguments that reach it (a revocation in force first
+# for --lift, none for the revocation that writes).
+CALLS = {
+    "GetRole": ["revoke", *WHERE, *CAROL],
+    "ListRolePolicies": ["revoke", *WHERE, "--list"],
+    "GetRolePolicy": ["revoke", *WHERE, "--list"],
+    "PutRolePolicy": ["revoke", *WHERE, *CAROL],
+    "DeleteRolePolicy": [
+        "revoke",
+        *WHERE,
+        "--lift",
+        revoke.revocation_id(session_name("corp", "carol")),
+    ],
+}
+
+
+@pytest.mark.parametrize("operation", CALLS)
+@pytest.mark.parametrize("failure", ["connection", "timeout"])
+def test_no_answer_from_aws_is_exit_1_and_one_line(
+    iam: IAMClient,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+    failure: str,
+) -> None:
+    """A BotoCoreError (the endpoint unreachable, a read timing out) of any IAM call reads as
+    the same one line as an AWS error, never a traceback."""
+    assert run(capsys, "revoke", *WHERE, *CAROL)[0] == 0  # a revocation in force
+    if operation == "PutRolePolicy":
+        assert (
+            run(
+                capsys,
+                "revoke",
+                *WHERE,
+                "--lift",
+                revoke.revocation_id(session_name("corp", "carol")),
+            )[0]
+            == 0
+        )
+    make_api_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 - untyped in stubs
+    url = "https://iam.amazonaws.com/"
+    error: Exception = (
+        EndpointConnectionError(endpoint_url=url)
+        if failure == "connection"
+        else ReadTimeoutError(endpoint_url=url)
+    )
+
+    def unanswered(self: BaseClient, name: str, params: dict[str, Any]) -> Any:
+        if name == operation:
+            raise error
+        return make_api_call(self, name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", unanswered)
+    code, out, err = run(capsys, *CALLS[operation])
+    assert (code, out) == (1, "")
+    expected = f"cabroker-admin: iam:{operation} on role {ROLE} failed: {type(error).__name__}: "
+    assert one_error(err).startswith(expected)
 
 
 def test_the_role_arn_must_be_the_roles(iam: IAMClient, capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,7 +64,7 @@ def test_the_github_examples_match_a_github_actions_token() -> None:
 
 def test_the_gitlab_and_corp_examples_match_their_tokens() -> None:
     rules = accept(uncommented(RULES.read_text(encoding="utf-8")), DOMAIN, SERVED)
-    gitlab = {"namespace_id": "4242", "ref_type": "branch", "ref_protected": "true"}
+    gitlab = {"job_namespace_id": "4242", "ref_type": "branch", "ref_protected": "true"}
     assert [r.name for r in rules.matching("gitlab", gitlab)] == ["gitlab-protected-publish"]
     unprotected = {**gitlab, "ref_protected": "false"}
     assert rules.matching("gitlab", unprotected) == []

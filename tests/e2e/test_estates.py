@@ -21,9 +21,20 @@ from devstack.tools import Devstack as Running
 from devstack.tools import Tools, probe
 from devstack.wheels import build_wheel
 
-CI = {"repository_owner": "acme", "ref": "refs/heads/main"}
-APP_CI = {**CI, "sub": "repo:acme/app:ref:refs/heads/main", "repository": "acme/app"}
-VAULT_CI = {**CI, "sub": "repo:acme/vault:ref:refs/heads/main", "repository": "acme/vault"}
+# devstack/rules.yaml matches the ids: owner acme 1001, acme/app 2001, acme/vault 2002.
+CI = {"repository_owner": "acme", "repository_owner_id": "1001", "ref": "refs/heads/main"}
+APP_CI = {
+    **CI,
+    "sub": "repo:acme/app:ref:refs/heads/main",
+    "repository": "acme/app",
+    "repository_id": "2001",
+}
+VAULT_CI = {
+    **CI,
+    "sub": "repo:acme/vault:ref:refs/heads/main",
+    "repository": "acme/vault",
+    "repository_id": "2002",
+}
 ENGINEER = {"sub": "alice", "groups": ["engineering"]}
 VAULT_TEAM = {"sub": "victor", "groups": ["vault"]}
 
