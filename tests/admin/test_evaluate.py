@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cabroker_admin.cli import main
 from tests.admin.conftest import BROKEN, ELSEWHERE, ENGINEERS, RELEASES
+from tests.admin.test_cli import one_error, run
 
 GITHUB = """\
   github: {url: "https://token.actions.githubusercontent.com", audience: "https://b.example"}
@@ -56,23 +56,6 @@ tests:
 CORP_TESTS = "tests:\n" + "".join(
     "  - name: " + case for case in TESTS.split("  - name: ")[1:] if "issuer: corp" in case
 )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of one command; argparse's exits are exit codes too."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def write(folder: Path, name: str, text: str) -> str:

@@ -13,7 +13,8 @@ import pytest
 from cabroker_admin import evaluate
 from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
 from cabroker_admin.errors import UsageError
-from tests.admin.test_evaluate import RULES, TESTS, one_error, run, write
+from tests.admin.test_cli import one_error, run
+from tests.admin.test_evaluate import RULES, TESTS, write
 
 TYPO = """\
 tests:

@@ -12,7 +12,8 @@ import pytest
 from broker.rules import parse
 from cabroker_admin import rulesdiff
 from tests.admin.conftest import BROKEN, RELEASES
-from tests.admin.test_evaluate import RULES, TESTS, one_error, run, write
+from tests.admin.test_cli import one_error, run
+from tests.admin.test_evaluate import RULES, TESTS, write
 
 OLD = """\
 version: 1
