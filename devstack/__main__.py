@@ -8,6 +8,7 @@ demo  start everything, tell the product's story with the real pip, twine and uv
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from devstack.claimsets import AWS_ACCOUNT, AWS_ROLE, aws_claims
 from devstack.demo import ACME_LIB_VERSIONS, publish_acme_lib
 from devstack.gateway import stop_resource_tracker
 from devstack.stack import SHADOW_RULES_FILE, Devstack, Options
@@ -39,13 +41,28 @@ def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
     github = state["issuers"]["github"]["mint_url"]
     corp = state["issuers"]["corp"]["mint_url"]
     broker = state["broker_url"]
+    # A few of the claims GitHub issues (devstack/claimsets.py has them all): the rules match
+    # the ids and the ref, never the names or sub.
     ci_claims = (
-        '{"sub":"repo:acme/app:ref:refs/heads/main","repository":"acme/app",'
+        '{"sub":"repo:acme@1001/app@2001:ref:refs/heads/main","repository":"acme/app",'
         '"repository_owner":"acme","repository_owner_id":"1001","repository_id":"2001",'
-        '"ref":"refs/heads/main"}'
+        '"ref":"refs/heads/main","ref_type":"branch"}'
     )
     engineer = '{"sub":"alice","groups":["engineering"]}'
     field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
+    aws_example = ""
+    if "aws" in state["issuers"]:
+        lambda_claims = json.dumps(aws_claims(), separators=(",", ":"))
+        aws_example = (
+            "\n  # An AWS Lambda's STS web identity token (GetWebIdentityToken; role "
+            f"{AWS_ROLE} of account {AWS_ACCOUNT},\n"
+            '  # docs/admin.md, "AWS workloads as callers"), then a read token:\n'
+            f"  ID_TOKEN=$(curl -s -X POST {state['issuers']['aws']['mint_url']} "
+            f"-d {shlex.quote(lambda_claims)} | {field} id_token)\n"
+            f'  curl -s -X POST {broker}/v1/token -H "Authorization: Bearer $ID_TOKEN" \\\n'
+            "       -H 'Content-Type: application/json' -d '{\"access\":\"read\"}'\n"
+        )
+    issuer_names = ",".join(state["issuers"])
     host = state["aws_endpoint_url"].split("//", 1)[1]
     index = f"{host}/pypi/{state['repositories']['private']}/simple/"
     private = state["repositories"]["private"]
@@ -65,7 +82,7 @@ def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
 The devstack is running (state: see DEVSTACK_STATE or .devstack/state.json).
   broker          {broker}
   AWS endpoint    {state["aws_endpoint_url"]}   (STS, IAM, SSM, CodeArtifact)
-  identity (IdP)  {state["issuers"]["github"]["url"].rsplit("/", 1)[0]}/{{github,corp}}
+  identity (IdP)  {state["issuers"]["github"]["url"].rsplit("/", 1)[0]}/{{{issuer_names}}}
   public index    {state["public_index_url"]}
   environment     {state["environment"]} (samconfig.toml; DEVSTACK_ENV=NAME deploys another)
   repositories    {repositories} in domain {state["domain"]} (the first is the default)
@@ -77,7 +94,7 @@ Try it (another terminal):
   ID_TOKEN=$(curl -s -X POST {github} -d {shlex.quote(ci_claims)} | {field} id_token)
   curl -s -X POST {broker}/v1/token -H "Authorization: Bearer $ID_TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"access":"publish"}}'
-
+{aws_example}
   # An engineer's ID token, a read token, and pip install through it:
   ID_TOKEN=$(curl -s -X POST {corp} -d {shlex.quote(engineer)} | {field} id_token)
   TOKEN=$(curl -s -X POST {broker}/v1/token -H "Authorization: Bearer $ID_TOKEN" \\

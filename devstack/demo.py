@@ -20,18 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.claimsets import github_claims
 from devstack.tools import Devstack, Result, Secret, Tools, http_json, probe
 from devstack.wheels import build_wheel
 
-CI_CLAIMS = {
-    "sub": "repo:acme/app:ref:refs/heads/main",
-    "repository": "acme/app",
-    "repository_owner": "acme",
-    # The ids devstack/rules.yaml matches (owner acme, repository acme/app).
-    "repository_owner_id": "1001",
-    "repository_id": "2001",
-    "ref": "refs/heads/main",
-}
+# A GitHub Actions job of acme/app on main, with every claim GitHub issues and the default
+# ``sub`` of a repository created since 2026-07-15 (ids); devstack/rules.yaml matches the ids
+# (owner acme 1001, repository acme/app 2001), never the names or ``sub``.
+CI_CLAIMS = github_claims("app", ref="refs/heads/main", sub_format="ids")
 ENGINEER_CLAIMS = {"sub": "alice", "email": "alice@acme.example", "groups": ["engineering"]}
 EXPIRING_CLAIMS = {**ENGINEER_CLAIMS, "sub": "bob", "email": "bob@acme.example"}
 CONTRACTOR_CLAIMS = {"sub": "mallory", "groups": ["contractors"]}

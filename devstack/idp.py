@@ -3,12 +3,18 @@
 One :class:`IdentityProvider` (a werkzeug WSGI application on 127.0.0.1) serves any number of
 :class:`Issuer`\\ s, each under ``/<name>/``:
 
-- ``GET .well-known/openid-configuration`` and ``GET jwks``: what the broker fetches;
+- ``GET .well-known/openid-configuration`` and ``GET jwks`` (also at ``.well-known/jwks.json``,
+  where AWS STS serves it): what the broker fetches;
 - ``POST mint`` (JSON object of claims → ``{"id_token"}``) and ``POST rotate``: loopback only,
   the devstack's fixed contract for minting ID tokens with chosen claims;
 - for issuers with a ``client_id``, the device authorization grant (RFC 8628):
   ``POST device_authorization``, ``POST token``, and the approval page ``GET|POST device``
   (see :mod:`devstack.device`).
+
+An issuer's *kind* (by default its name: ``github``, ``gitlab``, ``aws``; anything else is a
+generic OIDC provider) decides its default ``sub``, whether its tokens carry ``nbf``, its
+signing key (AWS: ES384 on P-384; the others: the key factory's, RS256 by default) and its
+``jwks_uri``; :mod:`devstack.claimsets` builds each kind's full claim set.
 
 It is a test double: no client authentication, no consent, users are names with claims.
 Tokens are never logged, and their ``repr`` is redacted (:class:`Secret`).
@@ -71,6 +77,14 @@ SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KeyFactory = Callable[[str], SigningKey]  # called with a name such as "corp-2"
 
 TOKEN_LIFETIME = 300
+# Each kind's defaults, under :meth:`Issuer.claims`' standard ones (``None`` drops a claim).
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "oidc": {"sub": "repo:acme/app:ref:refs/heads/main"},
+    "github": {"sub": "repo:acme/app:ref:refs/heads/main"},  # legacy format: tests rely on it
+    "gitlab": {"sub": "project_path:acme/data:ref_type:branch:ref:main"},
+    # STS web identity tokens carry iss, aud, sub, iat, exp and jti, but no nbf.
+    "aws": {"sub": "arn:aws:iam::210987654321:role/cabroker-reader", "nbf": None},
+}
 PROBLEM_TYPE = "urn:cabroker:devstack:problem:"
 ISSUER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -85,14 +99,22 @@ class Secret(str):
 
 
 def new_key(name: str, kind: str = "RSA") -> SigningKey:
-    """A fresh signing key; ``name`` is for factories that cache keys by name."""
+    """A fresh signing key (``RSA``, ``EC`` on P-256, or ``P-384``); ``name`` is for factories
+    that cache keys by name."""
     if kind == "RSA":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "P-384":
+        return ec.generate_private_key(ec.SECP384R1())
     return ec.generate_private_key(ec.SECP256R1())
 
 
+EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+
 def algorithm_of(key: SigningKey) -> str:
-    return "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    return EC_ALGORITHMS[key.curve.name]
 
 
 def public_jwk(key: SigningKey, kid: str, alg: str | None = None) -> dict[str, Any]:
@@ -122,6 +144,7 @@ class Issuer:
     url: str
     audience: str
     client_id: str | None = None  # the device authorization grant is served when set
+    kind: str = "oidc"  # a key of KIND_DEFAULTS: what the issuer stands in for
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str, SigningKey] = field(default_factory=dict)
     current_kid: str | None = None
@@ -137,6 +160,8 @@ class Issuer:
     _keys_made: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.kind not in KIND_DEFAULTS:
+            raise ValueError(f"issuer {self.name!r}: unknown kind {self.kind!r}")
         if self.client_id is not None:
             if not self.users:
                 raise ValueError(f"issuer {self.name!r} has a client_id but no users to log in")
@@ -166,7 +191,10 @@ class Issuer:
         """Sign with a new key from now on; earlier keys stay published unless ``retire``."""
         with self._lock:
             self._keys_made += 1
-            key = self.key_factory(f"{self.name}-{self._keys_made}")
+            if self.kind == "aws":  # STS signs ES384 (or RS256) as the caller asks; ES384 here
+                key = new_key(f"{self.name}-{self._keys_made}", "P-384")
+            else:
+                key = self.key_factory(f"{self.name}-{self._keys_made}")
             kid = thumbprint(key)
             if kid in self.keys:
                 raise ValueError(f"the key factory gave {self.name!r} a key it already has")
@@ -187,9 +215,11 @@ class Issuer:
     def discovery(self) -> dict[str, Any]:
         with self._lock:
             algorithms = sorted({algorithm_of(key) for key in self.keys.values()}) or ["RS256"]
+        # AWS STS serves its keys at /.well-known/jwks.json under the issuer; the others at /jwks.
+        jwks_path = ".well-known/jwks.json" if self.kind == "aws" else "jwks"
         document: dict[str, Any] = {
             "issuer": self.url,
-            "jwks_uri": f"{self.url}/jwks",
+            "jwks_uri": f"{self.url}/{jwks_path}",
             "id_token_signing_alg_values_supported": algorithms,
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
@@ -208,12 +238,12 @@ class Issuer:
         claims: dict[str, Any] = {
             "iss": self.url,
             "aud": self.audience,
-            "sub": "repo:acme/app:ref:refs/heads/main",
             "iat": now,
             "nbf": now,
             "exp": now + TOKEN_LIFETIME,
             "jti": secrets.token_hex(16),  # as GitHub and GitLab set it: unique per token
         }
+        claims.update(KIND_DEFAULTS[self.kind])
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}
 
@@ -315,6 +345,7 @@ ROUTES = Map(
     [
         Rule("/<name>/.well-known/openid-configuration", endpoint="discovery", methods=["GET"]),
         Rule("/<name>/jwks", endpoint="jwks", methods=["GET"]),
+        Rule("/<name>/.well-known/jwks.json", endpoint="jwks", methods=["GET"]),
         Rule("/<name>/mint", endpoint="mint", methods=["POST"]),
         Rule("/<name>/rotate", endpoint="rotate", methods=["POST"]),
         Rule("/<name>/device_authorization", endpoint="device_authorization", methods=["POST"]),
@@ -365,8 +396,10 @@ class IdentityProvider:
         audience: str,
         client_id: str | None = None,
         users: Mapping[str, Mapping[str, Any]] | None = None,
+        kind: str | None = None,
     ) -> Issuer:
-        """A new issuer at ``<base_url>/<name>``, with one key made by the key factory."""
+        """A new issuer at ``<base_url>/<name>``, with one key made by the key factory; its
+        ``kind`` is its name when that is one of :data:`KIND_DEFAULTS`, else ``oidc``."""
         if not ISSUER_NAME.match(name):
             raise ValueError(f"issuer name {name!r} must be one URL path segment")
         issuer = Issuer(
@@ -374,6 +407,7 @@ class IdentityProvider:
             url=f"{self.base_url}/{name}",
             audience=audience,
             client_id=client_id,
+            kind=kind or (name if name in KIND_DEFAULTS else "oidc"),
             users={user: dict(claims) for user, claims in (users or {}).items()},
             key_factory=self.key_factory,
             clock=self.clock,

@@ -63,7 +63,7 @@ def _run_until_sigterm(env: dict[str, str], state_file: Path, log: Any, tmp_path
         state = json.loads(state_file.read_text())
         assert set(state) >= CONTRACT
         assert set(state["repositories"]) == {"private", "store"}
-        assert set(state["issuers"]) == {"github", "corp"}
+        assert set(state["issuers"]) == {"github", "gitlab", "aws", "corp"}
         for issuer in state["issuers"].values():
             assert {"url", "audience", "mint_url"} <= set(issuer)
         status, config, _ = http_json("GET", state["broker_url"] + "/v1/config")
