@@ -138,11 +138,14 @@ def verdict(changes: tuple[Change, ...]) -> Verdict:
 
 
 def issuer_changes(old: Issuer, new: Issuer) -> tuple[str, ...]:
-    return tuple(
+    changes = [
         f"{field} {getattr(old, field)!r} → {getattr(new, field)!r}"
-        for field in ("url", "audience", "client_id")
+        for field in ("url", "audience", "client_id", "scopes")
         if getattr(old, field) != getattr(new, field)
-    )
+    ]
+    if old.client_secret != new.client_secret:  # public, but a diff need not repeat it
+        changes.append("client_secret changed")
+    return tuple(changes)
 
 
 def rule_changes(old: Rule, new: Rule) -> tuple[Change, ...]:

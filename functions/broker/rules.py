@@ -34,6 +34,10 @@ MAX_PACKAGE_PATTERNS = 20
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ISSUER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_SCOPES = ("openid",)
+MAX_SCOPES = 16
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 
 
 class RulesError(ValueError):
@@ -46,6 +50,10 @@ class Issuer:
     url: str
     audience: str
     client_id: str | None = None
+    # Interactive login only (with client_id): a public "secret" an IdP requires on the device
+    # flow's token request (Google), and the scopes the client asks for (openid first).
+    client_secret: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
 
 @dataclass(frozen=True)
@@ -209,7 +217,7 @@ def _issuers(raw: object) -> dict[str, Issuer]:
         if not isinstance(name, str) or not _ISSUER_NAME.fullmatch(name):
             raise RulesError(f"{where}: name must match {_ISSUER_NAME.pattern}")
         fields = _mapping(spec, where)
-        _only_keys(fields, {"url", "audience", "client_id"}, where)
+        _only_keys(fields, {"url", "audience", "client_id", "client_secret", "scopes"}, where)
         url = _string(fields.get("url"), f"{where}: field 'url'")
         reason = issuer_url_error(url)
         if reason:
@@ -221,8 +229,41 @@ def _issuers(raw: object) -> dict[str, Issuer]:
         client_id = fields.get("client_id")
         if client_id is not None:
             client_id = _string(client_id, f"{where}: field 'client_id'")
-        issuers[name] = Issuer(name=name, url=url, audience=audience, client_id=client_id)
+        for login_only in ("client_secret", "scopes"):
+            if client_id is None and login_only in fields:
+                raise RulesError(
+                    f"{where}: field {login_only!r} is for interactive login and needs 'client_id'"
+                )
+        client_secret = fields.get("client_secret")
+        if client_secret is not None:
+            client_secret = _string(client_secret, f"{where}: field 'client_secret'")
+        issuers[name] = Issuer(
+            name=name,
+            url=url,
+            audience=audience,
+            client_id=client_id,
+            client_secret=client_secret,
+            scopes=_scopes(fields.get("scopes", list(DEFAULT_SCOPES)), f"{where}: field 'scopes'"),
+        )
     return issuers
+
+
+def _scopes(raw: object, where: str) -> tuple[str, ...]:
+    """The OAuth scopes of an interactive login: distinct scope tokens, ``openid`` among them
+    (without it there is no ID token), at most MAX_SCOPES."""
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_SCOPES:
+        raise RulesError(f"{where} must be a list of 1 to {MAX_SCOPES} scopes")
+    for scope in raw:
+        if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+            raise RulesError(
+                f"{where}: {scope!r} is not an OAuth scope (printable ASCII, no space, quote "
+                "or backslash)"
+            )
+    if "openid" not in raw:
+        raise RulesError(f"{where} must include 'openid' (without it there is no ID token)")
+    if len(set(raw)) != len(raw):
+        raise RulesError(f"{where} lists a scope twice")
+    return tuple(raw)
 
 
 def issuer_url_error(url: str) -> str | None:

@@ -29,7 +29,7 @@ from .grants import ResolvedGrant, TokenRequest, describe_grants, parse_token_re
 from .identity import Identity, IssuerKeys, Verifier, http_fetcher, token_digest
 from .metrics import count
 from .problems import BrokerError, InvalidToken, ServiceUnavailable
-from .rules import MAX_PACKAGE_PATTERNS, RuleSet
+from .rules import MAX_PACKAGE_PATTERNS, Issuer, RuleSet
 from .rulesource import Loader, RulesSource, file_loader, ssm_loader
 from .scope import Domain, session_policy
 from .settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, Settings, SettingsError
@@ -278,15 +278,7 @@ class Broker:
         rules = self._rules.current()
         return {
             "version": __version__,
-            "issuers": [
-                {
-                    "name": issuer.name,
-                    "url": issuer.url,
-                    "audience": issuer.audience,
-                    **({"client_id": issuer.client_id} if issuer.client_id else {}),
-                }
-                for issuer in rules.issuers.values()
-            ],
+            "issuers": [public_issuer(issuer) for issuer in rules.issuers.values()],
             "repositories": rules.repositories(),
             "domain": self.settings.domain,
             "domain_owner": self.settings.domain_owner,
@@ -456,3 +448,14 @@ def use(broker: Broker | None) -> None:
     """Replace (or with ``None``, forget) the process's broker: for tests and the devstack."""
     global _current
     _current = broker
+
+
+def public_issuer(issuer: Issuer) -> dict[str, Any]:
+    """What ``/v1/config`` tells every client about ``issuer``; for an interactive one, what a
+    device login needs: the client id, the scopes and any public client secret."""
+    public: dict[str, Any] = {"name": issuer.name, "url": issuer.url, "audience": issuer.audience}
+    if issuer.client_id:
+        public.update(client_id=issuer.client_id, scopes=list(issuer.scopes))
+        if issuer.client_secret:
+            public["client_secret"] = issuer.client_secret
+    return public

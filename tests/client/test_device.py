@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from cabroker.broker import BrokerConfig, Issuer
-from cabroker.device import choose_issuer, login
-from cabroker.errors import IdentityError
+from cabroker.device import choose_issuer, login, with_user_settings
+from cabroker.errors import IdentityError, UsageError
 from devstack.idp import IdentityProvider
 from tests.support.oidc import LocalIssuer, private_key
 
@@ -66,8 +66,11 @@ class RecordingSession(requests.Session):
         self.secrets: list[str] = []
         self.failing_polls = failing_polls
         self.token_requests = 0
+        self.forms: list[tuple[str, dict[str, str]]] = []  # (the URL's last part, the form)
 
     def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if isinstance(kwargs.get("data"), dict):
+            self.forms.append((str(url).rsplit("/", 1)[-1], dict(kwargs["data"])))
         if str(url).endswith("/token"):
             self.token_requests += 1
             if self.token_requests <= self.failing_polls:
@@ -342,6 +345,88 @@ def test_an_unreachable_issuer(clock: Clock, http: RecordingSession, idp: Identi
     assert message.startswith("cannot reach issuer corp at http://127.0.0.1:9/corp/.well-known/")
 
 
+def test_the_scopes_the_broker_names_are_asked_for_and_a_public_secret_goes_to_the_token_request(
+    idp: IdentityProvider, clock: Clock, http: RecordingSession
+) -> None:
+    corp = add_corp(idp)
+    issuer = broker_issuer(corp, scopes=("openid", "email", "groups"), client_secret="GOCSPX-x")
+    start(issuer, Sleeper(clock, corp), http)
+    (where, authorize), *polls = http.forms
+    assert (where, authorize["scope"]) == ("device_authorization", "openid email groups")
+    assert "client_secret" not in authorize  # RFC 8628 §3.1 asks a public client for its id only
+    assert polls
+    assert all(form["client_secret"] == "GOCSPX-x" for _, form in polls)
+
+
+def test_without_broker_settings_only_openid_is_asked_for_and_no_secret_is_sent(
+    idp: IdentityProvider, clock: Clock, http: RecordingSession
+) -> None:
+    corp = add_corp(idp)
+    start(broker_issuer(corp), Sleeper(clock, corp), http)
+    assert http.forms[0][1]["scope"] == "openid"
+    assert not any("client_secret" in form for _, form in http.forms)
+
+
+@pytest.mark.parametrize(
+    ("environ", "scopes", "secret"),
+    [
+        ({}, ("openid", "email"), "from-broker"),
+        ({"CABROKER_SCOPES": "groups  profile"}, ("openid", "groups", "profile"), "from-broker"),
+        ({"CABROKER_SCOPES": "profile openid"}, ("openid", "profile"), "from-broker"),
+        ({"CABROKER_CLIENT_SECRET": "mine"}, ("openid", "email"), "mine"),
+        (
+            {"CABROKER_SCOPES": " ", "CABROKER_CLIENT_SECRET": ""},
+            ("openid", "email"),
+            "from-broker",
+        ),
+    ],
+)
+def test_the_users_settings_override_the_brokers(
+    environ: dict[str, str], scopes: tuple[str, ...], secret: str
+) -> None:
+    issuer = Issuer(
+        "corp", "https://login.example.com", "a", "a", "from-broker", ("openid", "email")
+    )
+    chosen = with_user_settings(issuer, environ)
+    assert (chosen.scopes, chosen.client_secret) == (scopes, secret)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"CABROKER_SCOPES": 'openid "groups"'}, {"CABROKER_CLIENT_SECRET": "two words"}],
+)
+def test_unusable_user_settings_are_a_usage_error(environ: dict[str, str]) -> None:
+    issuer = Issuer("corp", "https://login.example.com", "a", "a")
+    with pytest.raises(UsageError) as caught:
+        with_user_settings(issuer, environ)
+    assert "CABROKER_" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"scopes": ["openid", "groups"]}, ("openid", "groups")),
+        ({"scopes": ["groups"]}, ("openid", "groups")),  # openid is always asked for
+        ({}, ("openid",)),
+    ],
+)
+def test_the_broker_config_gives_the_scopes(
+    body: dict[str, Any], expected: tuple[str, ...]
+) -> None:
+    issuer = {"name": "corp", "url": "https://login.example.com", "audience": "a", "client_id": "a"}
+    config = BrokerConfig.from_json({"issuers": [{**issuer, **body}]})
+    assert config.issuers[0].scopes == expected
+
+
+@pytest.mark.parametrize(
+    "body", [{"scopes": "openid"}, {"scopes": ["open id"]}, {"client_secret": "a b"}]
+)
+def test_a_broker_config_with_unusable_login_settings_is_refused(body: dict[str, Any]) -> None:
+    issuer = {"name": "corp", "url": "https://login.example.com", "audience": "a", "client_id": "a"}
+    with pytest.raises(ValueError, match="issuers"):
+        BrokerConfig.from_json({"issuers": [{**issuer, **body}]})
+
+
 def test_a_client_id_the_issuer_does_not_know(
     idp: IdentityProvider, clock: Clock, http: RecordingSession
 ) -> None:
@@ -440,3 +525,24 @@ def test_choose_issuer_refuses(issuers: tuple[Issuer, ...], name: str | None, me
         choose_issuer(config_of(*issuers), name)
     assert str(caught.value) == message
     assert caught.value.exit_code == 5
+
+
+class DecliningSession(RecordingSession):
+    """The token endpoint answers as Entra ID does when the person declines the login."""
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if not str(url).endswith("/token"):
+            return super().request(method, url, *args, **kwargs)
+        answer = requests.Response()
+        answer.status_code = 400
+        answer._content = b'{"error": "authorization_declined"}'
+        return answer
+
+
+def test_entra_ids_authorization_declined_is_a_denied_login(
+    idp: IdentityProvider, clock: Clock
+) -> None:
+    corp = add_corp(idp)
+    with DecliningSession() as http:
+        message, _ = refused(broker_issuer(corp), Sleeper(clock, corp, decision=None), http)
+    assert message.startswith("login was denied at issuer corp;")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 USER_AGENT = f"cabroker/{__version__}"
 PROBLEM_TYPES = "urn:cabroker:problem:"
 T = TypeVar("T")
+DEFAULT_SCOPES = ("openid",)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Issuer:
     url: str
     audience: str
     client_id: str | None = None
+    # for a device login: a public client secret the IdP requires (Google), and the scopes
+    client_secret: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class BrokerConfig:
                     _valid(i, "client_id", _WORD, what="issuers.client_id")
                     if i.get("client_id") is not None
                     else None,
+                    _valid(i, "client_secret", _WORD, what="issuers.client_secret")
+                    if i.get("client_secret") is not None
+                    else None,
+                    scopes(_list_or_none(i, "scopes", what="issuers.scopes"), "issuers.scopes"),
                 )
                 for i in issuers
             ),
@@ -150,6 +158,33 @@ _ACCESS = re.compile(r"read|publish")
 _PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]!-]{1,255}")
 _ISSUER_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")  # the broker's own rule for issuer names
 _WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 §3.3 scope-token
+
+
+def _list_or_none(body: Mapping[str, Any], name: str, what: str) -> list[Any] | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, list):
+        raise ValueError(f"the broker's config has unusable {what!r}")
+    return value
+
+
+def scopes(value: object, what: str) -> tuple[str, ...]:
+    """OAuth scopes from the broker's config (a list) or the user's (a space-separated string);
+    ``openid`` first, whether or not it was listed: without it there is no ID token. ValueError
+    (naming ``what``) for anything that is not a list of scope tokens."""
+    if value is None:
+        return DEFAULT_SCOPES
+    listed = value.split() if isinstance(value, str) else value
+    if (
+        not isinstance(listed, list)
+        or len(listed) > 16
+        or not all(isinstance(scope, str) and _SCOPE.fullmatch(scope) for scope in listed)
+    ):
+        raise ValueError(
+            f"{what} is not a list of up to 16 OAuth scopes (printable ASCII words without "
+            "quotes or backslashes)"
+        )
+    return tuple(dict.fromkeys(["openid", *listed]))
 
 
 def _valid(

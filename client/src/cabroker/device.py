@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
-from .broker import USER_AGENT, BrokerConfig, Issuer
+from .broker import USER_AGENT, BrokerConfig, Issuer, scopes
 from .config import unsafe_url
-from .errors import IdentityError
+from .errors import IdentityError, UsageError
 from .jwt import unverified_claims
 from .secret import Secret
 
@@ -73,6 +73,28 @@ def _choices(candidates: tuple[Issuer, ...]) -> str:
     if not candidates:
         return "the broker offers interactive login with none of its issuers"
     return "interactive login works with: " + ", ".join(issuer.name for issuer in candidates)
+
+
+SCOPES_ENV = "CABROKER_SCOPES"
+CLIENT_SECRET_ENV = "CABROKER_CLIENT_SECRET"  # noqa: S105 - a variable's name
+
+
+def with_user_settings(issuer: Issuer, environ: Mapping[str, str]) -> Issuer:
+    """``issuer`` as the broker describes it, with what the user set over it: the scopes in
+    ``CABROKER_SCOPES`` (space-separated; ``openid`` is always asked for) and the public client
+    secret in ``CABROKER_CLIENT_SECRET``, for an IdP whose admins did not publish them."""
+    chosen = issuer
+    if environ.get(SCOPES_ENV, "").strip():
+        try:
+            chosen = replace(chosen, scopes=scopes(environ[SCOPES_ENV], SCOPES_ENV))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    secret = environ.get(CLIENT_SECRET_ENV, "").strip()
+    if secret:
+        if not secret.isprintable() or not secret.isascii() or " " in secret:
+            raise UsageError(f"{CLIENT_SECRET_ENV} must be one printable ASCII word")
+        chosen = replace(chosen, client_secret=secret)
+    return chosen
 
 
 def login(
@@ -200,7 +222,7 @@ class _Login:
         return _Endpoints(device, token)
 
     def _authorize(self, endpoints: _Endpoints) -> _Authorization:
-        form = {"client_id": self.client_id, "scope": "openid"}
+        form = {"client_id": self.client_id, "scope": " ".join(self.issuer.scopes)}
         try:
             status, body = self._send("POST", endpoints.device_authorization, data=form)
         except _Unreachable as error:
@@ -211,7 +233,7 @@ class _Login:
         if status != 200 or body is None:
             raise IdentityError(
                 f"issuer {self.issuer.name} refused to start a device login: {_oauth_error(body)}"
-                f"; ask the broker's operator to check client_id {self.client_id!r}"
+                f"; {self._hint(body)}"
             )
         device_code = body.get("device_code")
         user_code = body.get("user_code")
@@ -244,6 +266,8 @@ class _Login:
             "device_code": authorization.device_code,
             "client_id": self.client_id,
         }
+        if self.issuer.client_secret:  # a public secret some IdPs require (client_secret_post)
+            form["client_secret"] = self.issuer.client_secret
         deadline = self.clock() + authorization.expires_in
         interval = wait = authorization.interval
         trouble: str | None = None
@@ -268,17 +292,38 @@ class _Login:
             if code == "slow_down":
                 interval = wait = interval + SLOW_DOWN_STEP
                 continue
-            if code == "access_denied":
+            if code in ("access_denied", "authorization_declined"):  # the latter: Entra ID
                 raise IdentityError(
                     f"login was denied at issuer {self.issuer.name}; run the command again and "
                     "approve the code it shows"
                 )
             if code == "expired_token":
                 raise _expired(self.issuer, None)
-            raise IdentityError(
-                f"issuer {self.issuer.name} refused the device login: {_oauth_error(body)}; "
-                "run the command again"
+            fix = (
+                self._hint(body)
+                if code in ("invalid_client", "unauthorized_client")
+                else "run the command again"
             )
+            raise IdentityError(
+                f"issuer {self.issuer.name} refused the device login: {_oauth_error(body)}; {fix}"
+            )
+
+    def _hint(self, body: Mapping[str, Any] | None) -> str:
+        """What to check when the issuer refuses this client: its scopes, or its client id and
+        (for IdPs that require one) public client secret."""
+        code = body.get("error") if body else None
+        if code == "invalid_scope":
+            return (
+                f"the scopes asked for ({' '.join(self.issuer.scopes)}) must be allowed for "
+                f"client {self.client_id!r}: ask the broker's operator to check the issuer's "
+                f"scopes, or set {SCOPES_ENV}"
+            )
+        secret = (
+            ""
+            if self.issuer.client_secret
+            else f" (or set {CLIENT_SECRET_ENV} if it requires a client secret)"
+        )
+        return f"ask the broker's operator to check client_id {self.client_id!r}{secret}"
 
     def _id_token(self, body: Mapping[str, Any]) -> Secret:
         token = body.get("id_token")

@@ -388,7 +388,7 @@ class Sources:
     ) -> Identity:
         from . import device
 
-        chosen = self.login_issuer()
+        chosen = device.with_user_settings(self.login_issuer(), os.environ)
         token = device.login(
             chosen, out=out, open_browser=open_browser, http=http, sleep=sleep, clock=self.clock
         )

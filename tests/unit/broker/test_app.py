@@ -176,7 +176,13 @@ def test_config_needs_no_token_and_reveals_no_claims(
     assert answer.status == 200
     assert answer.body["issuers"] == [
         {"name": "github", "url": github.url, "audience": "codeartifact-broker"},
-        {"name": "corp", "url": corp.url, "audience": "cabroker", "client_id": "cabroker-cli"},
+        {
+            "name": "corp",
+            "url": corp.url,
+            "audience": "cabroker",
+            "client_id": "cabroker-cli",
+            "scopes": ["openid"],
+        },
     ]
     assert answer.body["repositories"] == ["internal"]
     assert answer.body["limits"]["max_duration_seconds"] == 43200

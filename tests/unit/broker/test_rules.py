@@ -43,7 +43,18 @@ def test_a_good_document_compiles() -> None:
     assert rule.grant.packages == ("acme-*",)  # normalized at load
     assert rule.grant.max_duration == 3600
     assert rules.issuers["corp"].client_id == "cabroker-cli"
+    assert rules.issuers["corp"].scopes == ("openid",)  # the default
+    assert rules.issuers["corp"].client_secret is None
     assert rules.repositories() == ["internal"]
+
+
+def test_an_interactive_issuer_may_name_its_scopes_and_a_public_client_secret() -> None:
+    rules = parse(
+        "version: 1\nissuers:\n  g: {url: 'https://accounts.google.com', audience: c, "
+        "client_id: c, client_secret: GOCSPX-public, scopes: [openid, email, profile]}\n"
+    )
+    assert rules.issuers["g"].scopes == ("openid", "email", "profile")
+    assert rules.issuers["g"].client_secret == "GOCSPX-public"
 
 
 def test_json_is_accepted_as_yaml() -> None:
@@ -90,6 +101,46 @@ BAD_DOCUMENTS: list[tuple[str, str, str]] = [
         "issuer without audience",
         "version: 1\nissuers:\n  x: {url: 'https://login.example.com'}\n",
         "issuer 'x': field 'audience' must be a non-empty string",
+    ),
+    (
+        "scopes without client_id",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, scopes: [openid]}\n",
+        "issuer 'x': field 'scopes' is for interactive login and needs 'client_id'",
+    ),
+    (
+        "client_secret without client_id",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_secret: s}\n",
+        "issuer 'x': field 'client_secret' is for interactive login and needs 'client_id'",
+    ),
+    (
+        "scopes without openid",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
+        "scopes: [email]}\n",
+        "issuer 'x': field 'scopes' must include 'openid'",
+    ),
+    (
+        "a scope with a space",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
+        "scopes: [openid, 'a b']}\n",
+        "is not an OAuth scope",
+    ),
+    (
+        "a scope twice",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
+        "scopes: [openid, openid]}\n",
+        "lists a scope twice",
+    ),
+    (
+        "scopes not a list",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
+        "scopes: openid}\n",
+        "must be a list of 1 to 16 scopes",
+    ),
+    (
+        "empty client_secret",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
+        "client_secret: ''}\n",
+        "field 'client_secret' must be a non-empty string",
     ),
     (
         "two issuers with one url",

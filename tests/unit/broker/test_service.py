@@ -90,3 +90,24 @@ def test_metrics_count_issued_tokens_and_denials(
     assert issued[0]["access"] == "publish"
     assert denials[0]["reason"] == "grant-exceeded"
     assert issued[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "CodeArtifactBroker"
+
+
+def test_v1_config_tells_a_device_login_its_scopes_and_public_secret_and_a_ci_issuer_neither() -> (
+    None
+):
+    from broker.rules import Issuer
+    from broker.service import public_issuer
+
+    google = Issuer(
+        "google", "https://accounts.google.com", "c", "c", "GOCSPX-x", ("openid", "email")
+    )
+    assert public_issuer(google) == {
+        "name": "google",
+        "url": "https://accounts.google.com",
+        "audience": "c",
+        "client_id": "c",
+        "scopes": ["openid", "email"],
+        "client_secret": "GOCSPX-x",
+    }
+    github = Issuer("github", "https://token.actions.githubusercontent.com", "a")
+    assert public_issuer(github) == {"name": "github", "url": github.url, "audience": "a"}
