@@ -8,13 +8,19 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import pytest
 import requests
 from werkzeug.test import Client
 
+from devstack.claimsets import (
+    AWS_NAMESPACE,
+    aws_claims,
+    github_claims,
+    gitlab_fork_merge_request_claims,
+)
 from devstack.device import (
     DEVICE_CODE_GRANT,
     ConsoleApprover,
@@ -646,3 +652,67 @@ def test_console_says_nothing_of_a_login_decided_elsewhere(
     assert approver.answer(pending) is True
     assert corp.pending() == []
     assert f"corp: denied {pending.user_code}" in output.getvalue()
+
+
+# ------------------------------------------------------------- the CI and AWS stand-ins
+
+
+def served(issuer: Issuer) -> tuple[dict[str, Any], jwt.PyJWKSet]:
+    """The issuer's discovery document and the key set its jwks_uri serves."""
+    discovery = requests.get(f"{issuer.url}/.well-known/openid-configuration", timeout=5).json()
+    keys = jwt.PyJWKSet.from_dict(requests.get(discovery["jwks_uri"], timeout=5).json())
+    return discovery, keys
+
+
+def test_the_aws_stand_in_has_the_shape_of_an_sts_issuer(idp: IdentityProvider) -> None:
+    """Keys under the issuer at /.well-known/jwks.json, ES384 on P-384, sub a role's ARN,
+    the AWS claims nested under https://sts.amazonaws.com/, and no nbf."""
+    aws = idp.add("aws", "codeartifact-broker")
+    discovery, keys = served(aws)
+    assert discovery["jwks_uri"] == f"{aws.url}/.well-known/jwks.json"
+    assert discovery["id_token_signing_alg_values_supported"] == ["ES384"]
+    assert [key.key_type for key in keys.keys] == ["EC"]
+    token = mint(aws, aws_claims())
+    assert jwt.get_unverified_header(token)["alg"] == "ES384"
+    claims = jwt.decode(
+        token,
+        keys[kid_of(token)],
+        algorithms=["ES384"],
+        audience="codeartifact-broker",
+        issuer=aws.url,
+        options={"require": ["iss", "aud", "sub", "iat", "exp", "jti"]},
+    )
+    assert "nbf" not in claims
+    assert claims["sub"] == "arn:aws:iam::210987654321:role/cabroker-reader"
+    assert claims[AWS_NAMESPACE]["aws_account"] == "210987654321"
+
+
+def test_the_gitlab_stand_in_issues_gitlabs_claims(idp: IdentityProvider) -> None:
+    gitlab = idp.add("gitlab", "codeartifact-broker")
+    discovery, _ = served(gitlab)
+    assert discovery["jwks_uri"] == f"{gitlab.url}/jwks"
+    claims = verify(gitlab, mint(gitlab, {}))
+    assert claims["sub"] == "project_path:acme/data:ref_type:branch:ref:main"
+    fork = verify(gitlab, mint(gitlab, gitlab_fork_merge_request_claims()))
+    assert (fork["project_path"], fork["job_project_path"]) == ("mallory/data", "acme/data")
+    assert fork["user_identities"] == [{"provider": "github", "extern_uid": "5001"}]
+    assert fork["runner_id"] == 1
+
+
+@pytest.mark.parametrize("sub_format", ["ids", "names"])
+def test_the_github_stand_in_issues_both_subject_formats(
+    github: Issuer, sub_format: Literal["ids", "names"]
+) -> None:
+    claims = verify(
+        github, mint(github, github_claims("app", sub_format=sub_format, properties={"tier": "1"}))
+    )
+    expected = {
+        "ids": "repo:acme@1001/app@2001:ref:refs/heads/main",
+        "names": "repo:acme/app:ref:refs/heads/main",
+    }
+    assert claims["sub"] == expected[sub_format]
+    assert (claims["repository_owner_id"], claims["repository_id"]) == ("1001", "2001")
+    assert claims["repo_property_tier"] == "1"
+    assert {"job_workflow_ref", "check_run_id", "enterprise_id", "repository_visibility"} <= set(
+        claims
+    )
