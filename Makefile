@@ -6,10 +6,11 @@ SAMVENV := .venv-sam
 CHECKOVVENV := .venv-checkov
 AWSCLIVENV := .venv-awscli
 POETRYVENV := .venv-poetry
+PROVIDER := tests/interop/provider
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help demo run venv venv-sam venv-checkov venv-awscli venv-poetry test lint lint-python lint-cfn lint-checkov lint-workflows \
+.PHONY: help demo run venv venv-sam venv-checkov venv-awscli venv-poetry interop-deps test lint lint-python lint-cfn lint-checkov lint-workflows \
 	build dist bench mutants clean
 
 help:
@@ -65,7 +66,16 @@ venv-checkov: $(CHECKOVVENV)/.installed
 venv-awscli: $(AWSCLIVENV)/.installed
 venv-poetry: $(POETRYVENV)/.installed
 
-test: venv venv-sam venv-awscli venv-poetry
+# The OpenID provider of tests/interop (panva's oidc-provider), from the npm registry, exactly as
+# package-lock.json pins it; Node.js from Debian's packages if the machine has none.
+interop-deps: $(PROVIDER)/node_modules/.installed
+
+$(PROVIDER)/node_modules/.installed: $(PROVIDER)/package.json $(PROVIDER)/package-lock.json
+	bash $(PROVIDER)/install-node.sh
+	npm ci --prefix $(PROVIDER) --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+test: venv venv-sam venv-awscli venv-poetry interop-deps
 	$(PY) -m pytest
 
 lint: lint-python lint-cfn lint-checkov lint-workflows
@@ -105,7 +115,7 @@ bench: venv venv-awscli
 	@$(PY) bench/report.py
 
 clean:
-	rm -rf .aws-sam
+	rm -rf .aws-sam $(PROVIDER)/node_modules
 
 mutants: venv
 	$(PY) tests/mutants.py

@@ -345,7 +345,7 @@ def test_an_unreachable_issuer(clock: Clock, http: RecordingSession, idp: Identi
     assert message.startswith("cannot reach issuer corp at http://127.0.0.1:9/corp/.well-known/")
 
 
-def test_the_scopes_the_broker_names_are_asked_for_and_a_public_secret_goes_to_the_token_request(
+def test_the_scopes_the_broker_names_are_asked_for_and_a_public_secret_is_sent_on_every_request(
     idp: IdentityProvider, clock: Clock, http: RecordingSession
 ) -> None:
     corp = add_corp(idp)
@@ -353,7 +353,7 @@ def test_the_scopes_the_broker_names_are_asked_for_and_a_public_secret_goes_to_t
     start(issuer, Sleeper(clock, corp), http)
     (where, authorize), *polls = http.forms
     assert (where, authorize["scope"]) == ("device_authorization", "openid email groups")
-    assert "client_secret" not in authorize  # RFC 8628 §3.1 asks a public client for its id only
+    assert authorize["client_secret"] == "GOCSPX-x"  # RFC 8628 §3.1: client authentication
     assert polls
     assert all(form["client_secret"] == "GOCSPX-x" for _, form in polls)
 

@@ -223,6 +223,9 @@ class _Login:
 
     def _authorize(self, endpoints: _Endpoints) -> _Authorization:
         form = {"client_id": self.client_id, "scope": " ".join(self.issuer.scopes)}
+        if self.issuer.client_secret:
+            # RFC 8628 §3.1: a client with credentials authenticates here too (client_secret_post)
+            form["client_secret"] = self.issuer.client_secret
         try:
             status, body = self._send("POST", endpoints.device_authorization, data=form)
         except _Unreachable as error:
