@@ -36,9 +36,9 @@ def test_the_rules_file_is_accepted_and_grants_nothing() -> None:
 
 def test_its_examples_uncommented_are_accepted() -> None:
     rules = accept(uncommented(RULES.read_text(encoding="utf-8")), DOMAIN, SERVED)
-    assert sorted(rules.issuers) == ["corp", "github", "gitlab"]
-    assert {rule.issuer for rule in rules.rules} == {"corp", "github", "gitlab"}
-    assert len(rules.rules) >= 4
+    assert sorted(rules.issuers) == ["aws-analytics", "corp", "github", "gitlab"]
+    assert {rule.issuer for rule in rules.rules} == {"aws-analytics", "corp", "github", "gitlab"}
+    assert len(rules.rules) >= 5
 
 
 def test_the_github_examples_match_a_github_actions_token() -> None:
