@@ -237,6 +237,13 @@ MUTANTS = [
         ("tests/unit/broker/test_identity.py",),
     ),
     mutant(
+        "a late key prefetch restores keys the issuer has removed",
+        "functions/broker/identity.py",
+        "if state.keyset is None or state.keyset.fetched_at < started:",
+        "if True:",
+        ("tests/unit/broker/test_prefetch.py",),
+    ),
+    mutant(
         "non-ASCII tokens parsed",
         "functions/broker/identity.py",
         "if not token.isascii() or token.count",

@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import deadline, service
+from . import deadline, prefetch, service
 from .problems import BrokerError, InvalidToken, MethodNotAllowed, NotFound, problem_response
 from .tracing import traced
 from .web import bearer_token, json_body
@@ -140,8 +140,10 @@ app.exception_handler(Exception)(unexpected)
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-    # In Lambda, validate settings and rules during init, where a cold start has full CPU.
+    # In Lambda, validate settings and rules during init, where a cold start has full CPU, and
+    # fetch the rules' issuers' keys (bounded; never failing init: broker.prefetch).
     service.prepare()
+    prefetch.at_init()
 
 
 def time_left(context: object) -> float | None:

@@ -316,6 +316,25 @@ class IssuerKeys:
             )
         return key.jwk
 
+    def prefetch(self, issuer: Issuer) -> bool:
+        """Fetch ``issuer``'s keys ahead of any request (the cold start's init,
+        :mod:`broker.prefetch`): the download and checks a request makes, but a failure (raised:
+        FetchError and the like) is not remembered, with no back-off, so the first request
+        fetches as though nothing had been tried.  The download holds no lock, so a request never
+        waits on a slow prefetch; keys a request fetched since it started are kept, never
+        replaced by what it read earlier (a key the issuer removed meanwhile stays gone).
+        False when fresh keys were cached already (nothing fetched)."""
+        state = self._state(issuer.url)
+        started = self._clock()
+        cached = state.keyset
+        if cached is not None and started - cached.fetched_at < self._ttl:
+            return False
+        keys = self._download(issuer)
+        with state.lock:
+            if state.keyset is None or state.keyset.fetched_at < started:
+                state.keyset = _KeySet(keys=keys, fetched_at=started)
+        return True
+
     def _state(self, url: str) -> _IssuerState:
         with self._states_lock:
             return self._states.setdefault(url, _IssuerState())
@@ -430,6 +449,11 @@ class Verifier:
         self._keys = keys
         self._leeway = leeway
         self._max_bytes = max_token_bytes
+
+    @property
+    def keys(self) -> IssuerKeys:
+        """The issuer-key cache it verifies with (:mod:`broker.prefetch` fills it at init)."""
+        return self._keys
 
     def verify(self, token: str, rules: RuleSet) -> Identity:
         if len(token) > self._max_bytes:

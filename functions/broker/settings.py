@@ -41,6 +41,8 @@ class Settings:
     jwks_min_refresh_seconds: int = 60
     jwks_stale_seconds: int = 3600
     http_timeout_seconds: float = 3.0
+    # How long the cold start's init may spend fetching the rules' issuers' keys (0: it does not).
+    jwks_prefetch_seconds: float = 2.0
     clock_leeway_seconds: int = 60
     max_id_token_bytes: int = 8192
     max_body_bytes: int = 16384
@@ -89,6 +91,7 @@ class Settings:
             jwks_min_refresh_seconds=_int(env, "BROKER_JWKS_MIN_REFRESH_SECONDS", 60, 0, 3600),
             jwks_stale_seconds=_int(env, "BROKER_JWKS_STALE_SECONDS", 3600, 0, 86400),
             http_timeout_seconds=_float(env, "BROKER_HTTP_TIMEOUT_SECONDS", 3.0, 0.1, 30.0),
+            jwks_prefetch_seconds=_float(env, "BROKER_JWKS_PREFETCH_SECONDS", 2.0, 0.0, 5.0),
             clock_leeway_seconds=_int(env, "BROKER_CLOCK_LEEWAY_SECONDS", 60, 0, 300),
             max_id_token_bytes=_int(env, "BROKER_MAX_ID_TOKEN_BYTES", 8192, 512, 65536),
             max_body_bytes=_int(env, "BROKER_MAX_BODY_BYTES", 16384, 256, 1048576),
