@@ -36,6 +36,7 @@ function configuration() {
       {
         // a public client, as Okta, Entra ID and Keycloak register a CLI
         client_id: 'cabroker-cli',
+        client_name: 'cabroker',
         token_endpoint_auth_method: 'none',
         grant_types: [DEVICE_GRANT],
         response_types: [],
@@ -44,6 +45,7 @@ function configuration() {
       {
         // a client with a "secret" that is not secret, as Google registers a device client
         client_id: 'cabroker-tv',
+        client_name: 'cabroker (device client)',
         client_secret: 'interop-public-secret',
         token_endpoint_auth_method: 'client_secret_post',
         grant_types: [DEVICE_GRANT],
@@ -70,13 +72,6 @@ function configuration() {
           return { sub: id, ...(ACCOUNTS[id] ?? {}) };
         },
       };
-    },
-    async loadExistingGrant(ctx) {
-      // the development consent page is still shown; this only makes the grant cover the
-      // claims asked for
-      const grantId = ctx.oidc.result?.consent?.grantId
-        || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
-      return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
     },
   };
 }
