@@ -169,3 +169,18 @@ def test_a_scope_the_provider_does_not_support_is_ignored_and_its_claim_is_absen
     chosen = issuer(provider, scopes=("openid", "roles"))
     token = log_in(chosen, Waiting(out, then=lambda url, _: person.approve(url, "alice")))
     assert "groups" not in jwt.decode(token, options={"verify_signature": False})
+
+
+def test_without_openid_the_provider_gives_no_id_token_and_the_client_says_why(
+    provider: Provider,
+) -> None:
+    """The broker and the client always ask for ``openid``; were it left out, OAuth alone
+    answers (an access token, no ID token), and the client names the missing scope."""
+    out = io.StringIO()
+    person = Person()
+    chosen = issuer(provider, scopes=("groups",))
+    message = refused(chosen, Waiting(out, then=lambda url, _: person.approve(url, "alice")))
+    assert message == (
+        "issuer op finished the login without an ID token; its client 'cabroker-cli' must be "
+        "allowed the 'openid' scope"
+    )
