@@ -15,6 +15,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 import yaml
@@ -23,10 +24,11 @@ from devstack.demo import publish_acme_lib
 from devstack.stack import RULES_FILE, Devstack, Options
 from devstack.tools import Devstack as Running
 from devstack.tools import Tools
-from tests.interop.support import PUBLIC_CLIENT, Person, Provider
+from tests.interop.support import PUBLIC_CLIENT, Person, Provider, logged_in
 from tests.support.newcomer import assert_acme_lib_installed, newcomer_env
 
 BIN = Path(sys.executable).parent
+INSTANCES = 2  # warm instances of the broker, each with its own key cache
 LOGIN_TIMEOUT = 120.0  # the client polls every 5 s; this is only the bound for a broken run
 
 
@@ -60,6 +62,7 @@ def devstack(provider: Provider, tmp_path_factory: pytest.TempPathFactory) -> It
         rules_file=interop_rules(provider, work / "rules.yaml"),
         broker_log=work / "broker.log",
         watch_rules=False,
+        instances=INSTANCES,
     )
     stack = Devstack(options)
     try:
@@ -147,3 +150,21 @@ def wait_for_the_url(stderr: Path, login: subprocess.Popen[bytes]) -> str:
             break
         time.sleep(0.1)  # polling a file the client writes: a bound, not a timing assumption
     raise AssertionError(f"the client printed no login URL: {stderr.read_text()[-2000:]}")
+
+
+def test_the_brokers_instances_pick_up_the_providers_new_key(
+    devstack: Running, provider: Provider
+) -> None:
+    """Each warm instance of the broker (each holds its own key cache) takes a token signed
+    with the key the provider rotated to, having looked again on its unknown kid."""
+    before = logged_in(provider, "alice")
+    for _ in range(INSTANCES):  # every instance caches the key in use now
+        status, body = devstack.broker("POST", "/v1/token", before, {"access": "read"})
+        assert status == 200, body
+    rotated = provider.rotate()
+    after = logged_in(provider, "alice")
+    assert jwt.get_unverified_header(after)["kid"] == rotated
+    for _ in range(INSTANCES):  # the instances take requests in turn: each sees the new kid
+        status, body = devstack.broker("POST", "/v1/token", after, {"access": "read"})
+        assert status == 200, body
+        assert body["repository"] == devstack.state["private_repositories"][0]
