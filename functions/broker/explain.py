@@ -27,6 +27,10 @@ from .scope import Domain, session_policy
 
 Decision = Literal["allow", "deny"]
 FailureKind = Literal["missing", "type", "value"]
+OVERAGE = (
+    "missing claim: the IdP sent only a reference to it (_claim_names), as Entra ID does for a "
+    "user in too many groups; the broker never follows one (docs/identity-providers.md)"
+)
 # How a second decision on a request differs from a first (change_kind).
 ChangeKind = Literal["allow-to-deny", "deny-to-allow", "grant", "rule", "reason"]
 
@@ -284,6 +288,11 @@ def failure_of(constraint: ClaimConstraint, claims: Mapping[str, Any]) -> Failur
     """Why ``claims`` do not meet ``constraint``, or ``None`` when they do."""
     name = constraint.claim
     if name not in claims:
+        referenced = claims.get("_claim_names")
+        if isinstance(referenced, dict) and name in referenced:
+            # OpenID Connect Core §5.6.2 aggregated or distributed claims: Entra ID's groups
+            # overage, for a user in more groups than its tokens carry
+            return Failure(name, "missing", OVERAGE)
         return Failure(name, "missing", "missing claim")
     value = claims[name]
     if constraint.matches(value):

@@ -507,3 +507,20 @@ def test_the_brokers_denial_trace_and_shadow_check_the_policy_size_too() -> None
     shadow = decide(RULES, identity, body, "who", domain=domain)
     assert shadow.reason == "policy-too-large"
     assert decide(RULES, identity, body, "who").allowed  # no domain: not checked
+
+
+def test_entra_ids_groups_overage_is_named_as_such() -> None:
+    """A user in too many groups gets an ID token whose groups are only referenced (OpenID
+    Connect Core §5.6.2): the denial says so instead of "missing claim"."""
+    claims = {
+        "_claim_names": {"groups": "src1"},
+        "_claim_sources": {"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/x"}},
+    }
+    traced = explain(RULES, "corp", claims)
+    engineers = next(trace for trace in traced.rules if trace.name == "engineers-read")
+    assert engineers.failed == (Failure("groups", "missing", explain_module.OVERAGE),)
+    assert "Entra ID" in explain_module.OVERAGE
+    # a reference to another claim changes nothing for this one
+    other = explain(RULES, "corp", {"_claim_names": {"roles": "src1"}})
+    engineers = next(trace for trace in other.rules if trace.name == "engineers-read")
+    assert engineers.failed == (Failure("groups", "missing", "missing claim"),)
