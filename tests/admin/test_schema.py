@@ -245,7 +245,12 @@ def repository_documents() -> list[tuple[str, str]]:
 
 
 def test_the_docs_hold_rules_documents() -> None:
-    assert [name for name, _ in docs_rules_documents()] == ["admin.md yaml block 1"]
+    """The documents the schema is checked on include the admin page's and each identity
+    provider's (a block that stops being a whole document is noticed here)."""
+    assert [name for name, _ in docs_rules_documents()] == [
+        "admin.md yaml block 1",
+        *(f"identity-providers.md yaml block {number}" for number in range(1, 6)),
+    ]
 
 
 @pytest.mark.parametrize(
