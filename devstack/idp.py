@@ -301,14 +301,16 @@ class Issuer:
         """The token response for an approved device code; raises :class:`TokenError`."""
         if client_id != self.client_id:
             raise TokenError("invalid_client", f"unknown client_id for {self.name}")
-        user, _ = self._grants().poll(device_code)
-        id_token = self.sign(self.claims(**{**self.users.get(user, {}), "sub": user}))
-        return {
+        user, request = self._grants().poll(device_code)
+        answer: dict[str, Any] = {
             "access_token": Secret(secrets.token_urlsafe(32)),
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME,
-            "id_token": id_token,
+            "scope": request.scope,
         }
+        if "openid" in request.scope.split():  # OAuth alone without it: no ID token
+            answer["id_token"] = self.sign(self.claims(**{**self.users.get(user, {}), "sub": user}))
+        return answer
 
     def _grants(self) -> DeviceGrants:
         if self.device is None:

@@ -402,7 +402,7 @@ def test_device_login_end_to_end(corp: Issuer) -> None:
     status, body = poll(corp, device_code)
     assert status == 200
     id_token, access_token = body.pop("id_token"), body.pop("access_token")
-    assert body == {"token_type": "Bearer", "expires_in": 300}
+    assert body == {"token_type": "Bearer", "expires_in": 300, "scope": "openid"}
     assert len(access_token) >= 32
     assert access_token != id_token
     claims = verify(corp, id_token)
@@ -427,6 +427,22 @@ def test_expired_login(corp: Issuer, clock: Clock) -> None:
     with pytest.raises(ExpiredUserCode):
         corp.approve(answer["user_code"], "alice")
     assert error_of(corp, device_code) == "expired_token"
+
+
+def test_without_the_openid_scope_there_is_no_id_token(idp: IdentityProvider) -> None:
+    """As an OpenID provider answers (oidc-provider does, tests/interop): OAuth alone."""
+    corp = idp.issuers["corp"]
+    answer = requests.post(
+        f"{corp.url}/device_authorization",
+        data={"client_id": CLIENT_ID, "scope": "groups"},
+        timeout=5,
+    )
+    device_code = Secret(answer.json()["device_code"])
+    corp.approve(answer.json()["user_code"], "alice")
+    status, body = poll(corp, device_code)
+    assert status == 200
+    assert "id_token" not in body
+    assert (body["scope"], body["token_type"]) == ("groups", "Bearer")
 
 
 def test_polling_too_fast_slows_the_client_down(
