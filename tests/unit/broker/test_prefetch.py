@@ -142,7 +142,7 @@ def test_threads_are_bounded_and_each_takes_the_next_issuer(
     assert all(name.startswith("keys-prefetch-") for name in threads)
 
 
-def test_a_hanging_issuer_holds_neither_init_nor_the_others(
+def test_a_hanging_issuer_does_not_hold_init_past_its_deadline(
     keys: IssuerKeys, idps: FakeIssuers
 ) -> None:
     entered, release = threading.Event(), threading.Event()
