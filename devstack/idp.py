@@ -114,7 +114,9 @@ EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512
 def algorithm_of(key: SigningKey) -> str:
     if isinstance(key, rsa.RSAPrivateKey):
         return "RS256"
-    return EC_ALGORITHMS[key.curve.name]
+    # another curve (secp256k1, say) is labelled ES256: what a careless issuer would publish,
+    # and what the verifier must refuse (tests/unit/broker/test_token_shape.py)
+    return EC_ALGORITHMS.get(key.curve.name, "ES256")
 
 
 def public_jwk(key: SigningKey, kid: str, alg: str | None = None) -> dict[str, Any]:
