@@ -132,11 +132,8 @@ def at_init(*, wait: Wait = _wait) -> Outcome | None:
         # works to the same deadline as the fetches.
         with deadline.scope(seconds):
             rules = broker.rules_loaded()
-        # The broker's own cache, which requests read: that of the verifier it was built with
-        # (Broker offers no accessor yet; tests/unit/broker/test_prefetch.py holds it to this).
-        verifier = broker._verifier
         outcome = issuer_keys(
-            verifier.keys,
+            broker.issuer_keys,  # the cache requests read
             list(rules.issuers.values()),
             max(0.0, seconds - (time.monotonic() - started)),
             wait=wait,

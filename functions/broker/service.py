@@ -145,6 +145,11 @@ class Broker:
             settings, rules=source, verifier=verifier, minter=minter, replay=replay, shadow=shadow
         )
 
+    @property
+    def issuer_keys(self) -> IssuerKeys:
+        """The issuers' key cache requests verify with (:mod:`broker.prefetch` fills it)."""
+        return self._verifier.keys
+
     def rules_loaded(self) -> RuleSet:
         """Load (and validate) the rules now rather than at the first request."""
         return self._rules.current()
