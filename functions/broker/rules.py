@@ -37,6 +37,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SCOPES = ("openid",)
 MAX_SCOPES = 16
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_WORD = re.compile(r"^[!-~]{1,1024}$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 
 
@@ -228,7 +229,7 @@ def _issuers(raw: object) -> dict[str, Issuer]:
         audience = _string(fields.get("audience"), f"{where}: field 'audience'")
         client_id = fields.get("client_id")
         if client_id is not None:
-            client_id = _string(client_id, f"{where}: field 'client_id'")
+            client_id = _word(client_id, f"{where}: field 'client_id'")
         for login_only in ("client_secret", "scopes"):
             if client_id is None and login_only in fields:
                 raise RulesError(
@@ -236,7 +237,7 @@ def _issuers(raw: object) -> dict[str, Issuer]:
                 )
         client_secret = fields.get("client_secret")
         if client_secret is not None:
-            client_secret = _string(client_secret, f"{where}: field 'client_secret'")
+            client_secret = _word(client_secret, f"{where}: field 'client_secret'")
         issuers[name] = Issuer(
             name=name,
             url=url,
@@ -402,6 +403,15 @@ def _string(raw: object, where: str) -> str:
     if not isinstance(raw, str) or not raw:
         raise RulesError(f"{where} must be a non-empty string")
     return raw
+
+
+def _word(raw: object, where: str) -> str:
+    """What a client sends in a form and shows in a message (a client id, a public client
+    secret): printable ASCII without white space, as clients accept it (cabroker.broker)."""
+    text = _string(raw, where)
+    if not _WORD.fullmatch(text):
+        raise RulesError(f"{where} must be 1 to 1024 printable ASCII characters, no white space")
+    return text
 
 
 def _only_keys(fields: Mapping[Any, Any], allowed: Iterable[str], where: str) -> None:

@@ -393,7 +393,12 @@ def test_the_users_settings_override_the_brokers(
 
 @pytest.mark.parametrize(
     "environ",
-    [{"CABROKER_SCOPES": 'openid "groups"'}, {"CABROKER_CLIENT_SECRET": "two words"}],
+    [
+        {"CABROKER_SCOPES": 'openid "groups"'},
+        {"CABROKER_SCOPES": " ".join(f"s{number}" for number in range(16))},  # 17 with openid
+        {"CABROKER_CLIENT_SECRET": "two words"},
+        {"CABROKER_CLIENT_SECRET": "x" * 1025},
+    ],
 )
 def test_unusable_user_settings_are_a_usage_error(environ: dict[str, str]) -> None:
     issuer = Issuer("corp", "https://login.example.com", "a", "a")

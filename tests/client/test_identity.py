@@ -1443,3 +1443,20 @@ def test_an_expired_kept_login_is_not_used(
     again = client.get(interactive=True, pin=(CORP_AUDIENCE,))
     assert again.source == "device"
     assert device_requests == ["corp", "corp"], "a new login"
+
+
+def test_a_kept_login_is_not_reused_for_other_scopes(
+    client: Client, env: Env, device_requests: list[str]
+) -> None:
+    """A user who sets CABROKER_SCOPES (to get a claim the first login lacked) gets a new
+    login, not the kept one; the same scopes again reuse it."""
+    client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    env.set(CABROKER_SCOPES="openid groups")
+    again = client.get(interactive=True, pin=(CORP_AUDIENCE,))
+    assert again.source == "device"
+    assert device_requests == ["corp", "corp"], "a new login, asking for the new scopes"
+    client.get(interactive=False, pin=(CORP_AUDIENCE,))
+    assert device_requests == ["corp", "corp"], "the login with those scopes is kept"
+    env.set(CABROKER_SCOPES='openid "groups"')  # unusable: no kept login, and the login says why
+    with pytest.raises(UsageError, match="CABROKER_SCOPES is not a list"):
+        client.get(interactive=True, pin=(CORP_AUDIENCE,))

@@ -99,3 +99,11 @@ def test_logout_forgets_the_logins(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     Logins.default().put(BROKER, "corp", ID_TOKEN, time.time() + 600)
     assert cli.main(["logout"]) == 0
     assert Logins.default().get(BROKER) is None
+
+
+def test_a_login_is_kept_with_the_scopes_it_asked_for(logins: Logins) -> None:
+    logins.put(BROKER, "corp", ID_TOKEN, time.time() + 600, ("openid", "groups"))
+    assert logins.get(BROKER, "corp", ("openid", "groups")) == ("corp", ID_TOKEN)
+    assert logins.get(BROKER, "corp") == ("corp", ID_TOKEN)  # no scopes asked for: any
+    assert logins.get(BROKER, "corp", ("openid",)) is None
+    assert logins.get(BROKER, "corp", ()) is None

@@ -24,6 +24,7 @@ USER_AGENT = f"cabroker/{__version__}"
 PROBLEM_TYPES = "urn:cabroker:problem:"
 T = TypeVar("T")
 DEFAULT_SCOPES = ("openid",)
+MAX_SCOPES = 16  # as the broker's rules allow
 
 
 @dataclass(frozen=True)
@@ -175,16 +176,23 @@ def scopes(value: object, what: str) -> tuple[str, ...]:
     if value is None:
         return DEFAULT_SCOPES
     listed = value.split() if isinstance(value, str) else value
+    chosen = tuple(dict.fromkeys(["openid", *listed])) if isinstance(listed, list) else ()
     if (
-        not isinstance(listed, list)
-        or len(listed) > 16
-        or not all(isinstance(scope, str) and _SCOPE.fullmatch(scope) for scope in listed)
+        not chosen
+        or len(chosen) > MAX_SCOPES
+        or not all(isinstance(scope, str) and _SCOPE.fullmatch(scope) for scope in chosen)
     ):
         raise ValueError(
-            f"{what} is not a list of up to 16 OAuth scopes (printable ASCII words without "
-            "quotes or backslashes)"
+            f"{what} is not a list of up to {MAX_SCOPES} OAuth scopes, openid included "
+            "(printable ASCII words without quotes or backslashes)"
         )
-    return tuple(dict.fromkeys(["openid", *listed]))
+    return chosen
+
+
+def is_word(text: str) -> bool:
+    """Printable ASCII without white space, at most 1024 characters: what may go in a form
+    and a message (an issuer's URL, audience, client id or public client secret)."""
+    return _WORD.fullmatch(text) is not None
 
 
 def _valid(

@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 from .errors import UsageError
 
 AUDIENCE_ENV = "CABROKER_AUDIENCE"
+# a device login's scopes and public client secret, over the broker's (cabroker.device)
+SCOPES_ENV = "CABROKER_SCOPES"
+CLIENT_SECRET_ENV = "CABROKER_CLIENT_SECRET"  # noqa: S105 - a variable's name
 URL_ENV = "CABROKER_URL"
 MAX_AUDIENCE = 256
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
-from .broker import USER_AGENT, BrokerConfig, Issuer, scopes
-from .config import unsafe_url
+from .broker import USER_AGENT, BrokerConfig, Issuer, is_word, scopes
+from .config import CLIENT_SECRET_ENV, SCOPES_ENV, unsafe_url
 from .errors import IdentityError, UsageError
 from .jwt import unverified_claims
 from .secret import Secret
@@ -75,10 +75,6 @@ def _choices(candidates: tuple[Issuer, ...]) -> str:
     return "interactive login works with: " + ", ".join(issuer.name for issuer in candidates)
 
 
-SCOPES_ENV = "CABROKER_SCOPES"
-CLIENT_SECRET_ENV = "CABROKER_CLIENT_SECRET"  # noqa: S105 - a variable's name
-
-
 def with_user_settings(issuer: Issuer, environ: Mapping[str, str]) -> Issuer:
     """``issuer`` as the broker describes it, with what the user set over it: the scopes in
     ``CABROKER_SCOPES`` (space-separated; ``openid`` is always asked for) and the public client
@@ -91,8 +87,10 @@ def with_user_settings(issuer: Issuer, environ: Mapping[str, str]) -> Issuer:
             raise UsageError(str(error)) from None
     secret = environ.get(CLIENT_SECRET_ENV, "").strip()
     if secret:
-        if not secret.isprintable() or not secret.isascii() or " " in secret:
-            raise UsageError(f"{CLIENT_SECRET_ENV} must be one printable ASCII word")
+        if not is_word(secret):
+            raise UsageError(
+                f"{CLIENT_SECRET_ENV} must be 1 to 1024 printable ASCII characters, no white space"
+            )
         chosen = replace(chosen, client_secret=secret)
     return chosen
 

@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .broker import BrokerConfig, Issuer
-from .config import Audiences, unsafe_url
+from .broker import BrokerConfig, Issuer, scopes
+from .config import SCOPES_ENV, Audiences, unsafe_url
 from .errors import CabrokerError, IdentityError, UsageError
 from .jwt import seconds_left, unverified_claims
 from .logins import Logins
@@ -221,7 +221,9 @@ class Sources:
         """The interactive login kept for this broker (at ``--issuer``, if named) while its ID
         token is valid and still for this broker only (:mod:`cabroker.logins`)."""
         try:
-            found = self.logins().get(self.audiences.broker_url, self.issuer_name)
+            found = self.logins().get(
+                self.audiences.broker_url, self.issuer_name, self._wanted_scopes()
+            )
         except CabrokerError as error:
             log.debug("no kept login (%s)", error.message)
             return None
@@ -233,6 +235,16 @@ class Sources:
             return _with_where(self._check(token, where, "device", "log in again"), name)
         except IdentityError:
             return None
+
+    def _wanted_scopes(self) -> tuple[str, ...] | None:
+        """The scopes the user asks for now (``CABROKER_SCOPES``), if any: a login kept from
+        one made with other scopes is not reused (it may lack the claims they add)."""
+        if not self.env.get(SCOPES_ENV, "").strip():
+            return None
+        try:
+            return scopes(self.env[SCOPES_ENV], SCOPES_ENV)
+        except ValueError:
+            return ()  # matches no kept login; the login that follows says what is wrong
 
     def _named(self, found: Identity) -> Identity:
         """``found``, when it comes from the issuer ``--issuer`` names (if it names one)."""
@@ -388,7 +400,7 @@ class Sources:
     ) -> Identity:
         from . import device
 
-        chosen = device.with_user_settings(self.login_issuer(), os.environ)
+        chosen = device.with_user_settings(self.login_issuer(), self.env)
         token = device.login(
             chosen, out=out, open_browser=open_browser, http=http, sleep=sleep, clock=self.clock
         )
@@ -403,7 +415,11 @@ class Sources:
         if found.expires_at is not None:
             try:  # one login serves every command while it is valid
                 self.logins().put(
-                    self.audiences.broker_url, chosen.name, token, found.expires_at.timestamp()
+                    self.audiences.broker_url,
+                    chosen.name,
+                    token,
+                    found.expires_at.timestamp(),
+                    chosen.scopes,
                 )
             except CabrokerError as error:
                 log.debug("the login is not kept (%s)", error.message)

@@ -42,9 +42,15 @@ class Logins:
     def default(cls, env: Mapping[str, str] = os.environ) -> Logins:
         return cls(default_store(env, LOGINS_FILE, KEYRING_SERVICE))
 
-    def get(self, broker_url: str, issuer: str | None = None) -> tuple[str, Secret] | None:
+    def get(
+        self,
+        broker_url: str,
+        issuer: str | None = None,
+        scopes: tuple[str, ...] | None = None,
+    ) -> tuple[str, Secret] | None:
         """The issuer name and ID token of the login kept for ``broker_url`` (at ``issuer``,
-        when named) that expires last; None when there is none still valid."""
+        when named; made with ``scopes``, when given) that expires last; None when there is
+        none still valid."""
         try:
             entries, _ = self.store.read()
         except FilesError as error:
@@ -57,20 +63,30 @@ class Logins:
             if _usable(entry, now)
             and _broker_of(key) == broker_url.rstrip("/")
             and (issuer is None or entry["issuer"] == issuer)
+            and (scopes is None or entry.get("scopes") == list(scopes))
         ]
         if not found:
             return None
         _, name, token = max(found, key=lambda item: item[0])
         return name, token
 
-    def put(self, broker_url: str, issuer: str, id_token: str, expires: float) -> None:
-        """Keep a login (replacing the one kept for that broker and issuer)."""
+    def put(
+        self,
+        broker_url: str,
+        issuer: str,
+        id_token: str,
+        expires: float,
+        scopes: tuple[str, ...] = ("openid",),
+    ) -> None:
+        """Keep a login (replacing the one kept for that broker and issuer), with the scopes
+        it asked for: a login with other scopes (``CABROKER_SCOPES``) does not reuse it."""
 
         def change(entries: RawEntries) -> RawEntries:
             entries[_key(broker_url, issuer)] = {
                 "issuer": issuer,
                 "id_token": str(id_token),
                 "expires": expires,
+                "scopes": list(scopes),
             }
             return entries
 

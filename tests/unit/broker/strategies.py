@@ -193,6 +193,17 @@ def grants(draw: st.DrawFn) -> dict[str, Json]:
     return grant
 
 
+# printable ASCII without white space (client ids and public secrets); OAuth scope tokens
+WORDS = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
+)
+SCOPES = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='"\\'),
+    min_size=1,
+    max_size=12,
+)
+
+
 @st.composite
 def rules_documents(draw: st.DrawFn) -> dict[str, Json]:
     """A valid rules document, as the README's "Access rules" section describes it."""
@@ -203,8 +214,13 @@ def rules_documents(draw: st.DrawFn) -> dict[str, Json]:
     issuers: dict[str, Json] = {}
     for name, url in zip(issuer_names, urls, strict=True):
         issuer: dict[str, Json] = {"url": url, "audience": draw(st.text(min_size=1, max_size=20))}
-        if draw(st.booleans()):
-            issuer["client_id"] = draw(st.text(min_size=1, max_size=20))
+        if draw(st.booleans()):  # interactive login
+            issuer["client_id"] = draw(WORDS)
+            if draw(st.booleans()):
+                issuer["client_secret"] = draw(WORDS)
+            if draw(st.booleans()):
+                others = draw(st.lists(SCOPES.filter(lambda s: s != "openid"), max_size=3))
+                issuer["scopes"] = list(dict.fromkeys(["openid", *others]))
         issuers[name] = issuer
     rule_names = draw(st.lists(RULE_NAMES, min_size=1, max_size=3, unique=True))
     rules = [

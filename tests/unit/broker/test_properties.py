@@ -771,7 +771,8 @@ def mutate(data: st.DataObject, document: dict[str, Any], kind: str) -> tuple[st
         return (f"issuer {name!r}",)
     if kind == "issuer key":
         name, spec = _issuer(data, document)
-        key = draw(KEYS.filter(lambda k: k not in ("url", "audience", "client_id")))
+        known = ("url", "audience", "client_id", "client_secret", "scopes")
+        key = draw(KEYS.filter(lambda k: k not in known))
         spec[key] = "x"
         return (f"issuer {name!r}", "unknown field", key)
     if kind in ("issuer url", "issuer audience", "issuer client_id"):

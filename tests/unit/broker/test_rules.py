@@ -137,6 +137,23 @@ BAD_DOCUMENTS: list[tuple[str, str, str]] = [
         "must be a list of 1 to 16 scopes",
     ),
     (
+        "client_secret with white space",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
+        "client_secret: 'a b'}\n",
+        "field 'client_secret' must be 1 to 1024 printable ASCII characters, no white space",
+    ),
+    (
+        "client_id not ASCII",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: 'cé'}\n",
+        "field 'client_id' must be 1 to 1024 printable ASCII characters, no white space",
+    ),
+    (
+        "scopes with a null client_id",
+        "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: null, "
+        "scopes: [openid]}\n",
+        "field 'scopes' is for interactive login and needs 'client_id'",
+    ),
+    (
         "empty client_secret",
         "version: 1\nissuers:\n  x: {url: 'https://a.example', audience: a, client_id: c, "
         "client_secret: ''}\n",
