@@ -102,9 +102,12 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
     server = IssuerServer()
     github = server.add("github", "codeartifact-broker")
     github.keys = {"gh-1": private_key("gh-1")}
+    # As GitHub's token carries them: names and their immutable ids; the rule matches the ids.
     claims: dict[str, Any] = {
         "repository_owner": "acme",
+        "repository_owner_id": "1001",
         "repository": "acme/app",
+        "repository_id": "2001",
         "ref": "refs/heads/main",
     }
     results: dict[str, tuple[float, float]] = {}
@@ -114,7 +117,8 @@ def request_times(requests: int) -> dict[str, tuple[float, float]]:
             "version: 1\n"
             f"issuers:\n  github: {{url: '{github.url}', audience: codeartifact-broker}}\n"
             "rules:\n  - name: release\n    issuer: github\n"
-            "    claims: {repository_owner: acme, ref: refs/heads/main, repository: 'acme/*'}\n"
+            "    claims: {repository_owner_id: '1001', repository_id: '2001',"
+            " ref: refs/heads/main}\n"
             "    grant: {repository: internal, access: publish, packages: ['acme-*']}\n"
         )
         settings = Settings.from_env(

@@ -133,6 +133,8 @@ class SlowIssuers:
             "iss": self.urls[0],
             "aud": AUDIENCE,
             "sub": "repo:acme/app:ref:refs/heads/main",
+            "repository_owner_id": "1001",
+            "repository_id": "2001",
             "iat": now,
             "exp": now + 3600,
         }
@@ -150,7 +152,7 @@ def rules(urls: list[str]) -> str:
         "rules:",
         "  - name: release",
         "    issuer: i0",
-        "    claims: {sub: 'repo:acme/app:ref:refs/heads/main'}",
+        "    claims: {repository_id: '2001'}",  # the immutable id, not the name in sub
         "    grant: {repository: internal, access: read}",
     ]
     return "\n".join(lines) + "\n"

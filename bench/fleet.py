@@ -268,7 +268,7 @@ def main() -> int:
             "version: 1\n"
             f"issuers:\n  github: {{url: '{github.url}', audience: codeartifact-broker}}\n"
             "rules:\n  - name: ci-publish\n    issuer: github\n"
-            "    claims: {repository_owner: acme}\n"
+            "    claims: {repository_owner_id: '1001'}\n"
             "    grant: {repository: internal, access: publish, packages: ['acme-*']}\n"
         )
         base = {
@@ -281,7 +281,12 @@ def main() -> int:
         rng = random.Random(7)
         subjects = [f"repo:acme/app-{i}:ref:refs/heads/main" for i in range(args.repos)]
         minted = {
-            s: github.mint(sub=s, repository_owner="acme", exp=int(time.time()) + 900)
+            s: github.mint(
+                sub=s,
+                repository_owner="acme",
+                repository_owner_id="1001",
+                exp=int(time.time()) + 900,
+            )
             for s in subjects
         }
         burst = sorted(

@@ -10,7 +10,14 @@ table), below one header line naming the machine and the date:
 - ``bench/devstack_tokens.py``: devstack start, tokens/s through the gateway, the demo story;
 - ``bench/client_env.py``: the client's import time, ``cabroker env`` cold and warm against
   ``aws codeartifact login --tool pip``;
-- ``bench/fleet.py``: the fleet simulation, one row per row of its JSON (whatever the cache).
+- ``bench/fleet.py``: the fleet simulation, one row per row of its JSON (whatever the cache);
+- ``bench/cold_start.py``: a cold Lambda instance against an issuer answering in 100 ms, for
+  each scenario (1 issuer, 3 issuers, 3 with one hanging): init, first request and the two
+  together with the issuer-key prefetch off and on, and the issuer requests the first request
+  waited for (5 fresh processes each, not the script's 9: about 30 s);
+- ``bench/rules_admin.py``: ``cabroker-admin rules test`` and ``rules check`` on a 200-rule
+  document with 1,000 tests: loading, reading the tests, running them, each command in-process
+  and as a new process.
 
 Progress goes to stderr, so stdout is the table alone. A benchmark that fails (exits non-zero,
 times out, prints no JSON, or prints JSON without a figure the table needs) gets rows reading
@@ -308,10 +315,118 @@ def fleet_rows(f: Figures) -> list[Row]:
     return rows
 
 
+COLD_START = "cold start"
+COLD_START_SCENARIOS = ("1 issuer", "3 issuers", "3 issuers, 1 hanging")
+COLD_START_FIGURES = tuple(
+    f"{scenario}: {figure}"
+    for scenario in COLD_START_SCENARIOS
+    for figure in (
+        "init, prefetch off / on (ms, median of {runs})",
+        "first request, prefetch off / on (ms, median of {runs})",
+        "init + first request, prefetch off / on (ms, median of {runs})",
+        "issuer requests during the first request, prefetch off / on",
+    )
+)
+COLD_START_NOTES = {
+    "1 issuer": "the rules name one issuer",
+    "3 issuers": "the rules name three, fetched side by side: init waits for the slowest",
+    "3 issuers, 1 hanging": "the last never answers: init waits for it within the prefetch's "
+    "deadline (BROKER_JWKS_PREFETCH_SECONDS=2; a fetch gets half the time left)",
+}
+
+
+def count(value: float) -> str:
+    """A median of counts: whole unless it fell between two."""
+    return f"{value:g}"
+
+
+def cold_start_rows(f: Figures) -> list[Row]:
+    runs, delay = f["runs"], f["delay_ms"]
+    rows = []
+    for number, scenario in enumerate(COLD_START_SCENARIOS):  # a scenario missing fails
+        off, on = f["cold_start"][scenario]["off"], f["cold_start"][scenario]["on"]
+        figures = COLD_START_FIGURES[number * 4 : number * 4 + 4]
+        cells = (
+            (
+                pair(ms(off["init_ms"]), ms(on["init_ms"])),
+                "import broker.app in a fresh process with AWS_LAMBDA_FUNCTION_NAME set; "
+                f"issuer answering in {ms(delay)} ms; {COLD_START_NOTES[scenario]}",
+            ),
+            (
+                pair(ms(off["first_request_ms"]), ms(on["first_request_ms"])),
+                "GET /v1/grants through broker.app.handler, RS256 verified, no AWS call",
+            ),
+            (
+                pair(ms(off["total_ms"]), ms(on["total_ms"])),
+                "median of the sums: what the first caller of a new instance waits, less "
+                "the interpreter's start",
+            ),
+            (
+                pair(
+                    count(off["issuer_requests_in_first_request"]),
+                    count(on["issuer_requests_in_first_request"]),
+                ),
+                "discovery and JWKS requests the first request waited for (the issuer's log)",
+            ),
+        )
+        rows += [
+            Row(COLD_START, figure.format(runs=runs), value, notes)
+            for figure, (value, notes) in zip(figures, cells, strict=True)
+        ]
+    return rows
+
+
+RULES_ADMIN = "rules admin"
+RULES_ADMIN_FIGURES = (
+    "load {rules} rules: parse + acceptance check (ms, median of {runs})",
+    "read {tests} tests (ms, median of {runs})",
+    "run {tests} tests, explain each (ms, median of {runs})",
+    "rules test: in-process / python -m cabroker_admin (ms)",
+    "rules check, every lint: in-process / python -m cabroker_admin (ms)",
+)
+
+
+def rules_admin_rows(f: Figures) -> list[Row]:
+    times, runs = f["ms"], f["runs"]
+    names = [
+        name.format(rules=f["rules"], tests=f["tests"], runs=runs) for name in RULES_ADMIN_FIGURES
+    ]
+    return [
+        Row(
+            RULES_ADMIN,
+            names[0],
+            ms(times["load"]),
+            f"{f['issuers']} issuers (GitHub, GitLab, a corporate IdP, Buildkite); "
+            f"{f['rules_bytes']:,} bytes of YAML",
+        ),
+        Row(RULES_ADMIN, names[1], ms(times["parse_tests"]), f"{f['tests_bytes']:,} bytes of YAML"),
+        Row(
+            RULES_ADMIN,
+            names[2],
+            ms(times["run_tests"]),
+            f"{f['us_per_test']:,.0f} µs a test; allowed, narrowed, refused, exceeded",
+        ),
+        Row(
+            RULES_ADMIN,
+            names[3],
+            pair(ms(times["test_in_process"]), ms(times["test_cli"])),
+            f"in-process: the three above, median of {runs}; the command: once, wall, a new "
+            f"process; {f['cli_output']}",
+        ),
+        Row(
+            RULES_ADMIN,
+            names[4],
+            pair(ms(times["check_in_process"]), ms(times["check_cli"])),
+            f"{f['findings']} findings; in-process median of {runs}, the command once",
+        ),
+    ]
+
+
 # ------------------------------------------------------------------------ running
 
 _JWT = re.compile(r"eyJ[\w-]+(?:\.[\w-]*)+")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+_PLACEHOLDER = re.compile(r"\{\w+\}")  # {runs}, {instances}… in a figure's name
 
 
 def redact(text: str) -> str:
@@ -360,7 +475,7 @@ def execute(command: Sequence[str], timeout: float) -> tuple[int, str, str]:
 
 
 def failed_rows(benchmark: Benchmark, reason: str) -> list[Row]:
-    names = [name.replace("{runs}", "N").replace("{instances}", "N") for name in benchmark.figures]
+    names = [_PLACEHOLDER.sub("N", name) for name in benchmark.figures]
     names = names or ["(every figure)"]
     first = Row(benchmark.name, names[0], f"failed: {reason}")
     return [first, *(Row(benchmark.name, name, "failed (see above)") for name in names[1:])]
@@ -412,6 +527,18 @@ def benchmarks() -> list[Benchmark]:
         Benchmark(DEVSTACK, script("devstack_tokens.py"), devstack_rows, DEVSTACK_FIGURES, 150),
         Benchmark(CLIENT, script("client_env.py"), client_rows, CLIENT_FIGURES, 120),
         Benchmark(FLEET, script("fleet.py"), fleet_rows, FLEET_FIGURES, 180),
+        # 5 cold instances a figure, not the script's 9: about 30 s rather than 50.
+        Benchmark(
+            COLD_START,
+            script("cold_start.py", "--runs", "5"),
+            cold_start_rows,
+            COLD_START_FIGURES,
+            90,
+        ),
+        # The script's defaults: 200 rules, 1000 tests, 5 runs.
+        Benchmark(
+            RULES_ADMIN, script("rules_admin.py"), rules_admin_rows, RULES_ADMIN_FIGURES, 120
+        ),
     ]
 
 

@@ -2,9 +2,11 @@
 every rules command does), printed as one table.
 
 Generates a realistic document (``--rules`` rules over four issuers, GitHub Actions, GitLab
-CI, a corporate IdP and Buildkite: claim constraints with globs and lists, read and publish
-grants over eight repositories) and ``--tests`` tests of it (allowed, narrowed, refused,
-exceeded), then times, each the median of ``--runs`` runs:
+CI, a corporate IdP and Buildkite: claim constraints with globs and lists, GitHub and GitLab
+matched by immutable ids (``repository_owner_id`` / ``repository_id``, ``job_namespace_id`` /
+``job_project_id``) as their documentation advises, read and publish grants over eight
+repositories) and ``--tests`` tests of it (allowed, narrowed, refused, exceeded), then times,
+each the median of ``--runs`` runs:
 
 - loading the document as a push checks it (the broker's parse and acceptance check);
 - reading the tests document;
@@ -15,7 +17,7 @@ exceeded), then times, each the median of ``--runs`` runs:
 Every generated test must pass: a failure is a bug of the generator or of the decision.
 
 Run: ``.venv/bin/python bench/rules_admin.py [--rules 200] [--tests 1000] [--runs 5] [--json]``
-(under a minute; not part of ``make bench``'s table).
+(under a minute); ``make bench`` runs it (``--json``) for its one table (``bench/report.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,22 @@ ISSUERS = {
     "buildkite": {"url": "https://agent.buildkite.com", "audience": "https://broker.example.com"},
 }
 KINDS = tuple(ISSUERS)
+# Immutable ids, as GitHub and GitLab advise matching (a name can be renamed and taken over).
+GITHUB_OWNER_ID = "1001"  # acme's organization
+GITLAB_NAMESPACE_ID = "3001"  # acme's group
+
+
+def project_ids(base: int, index: int) -> tuple[str, str]:
+    """Rule ``index``'s team's two repositories (GitHub) or projects (GitLab): unique ids."""
+    return str(base + 2 * index + 1), str(base + 2 * index + 2)
+
+
+def github_repository_ids(index: int) -> tuple[str, str]:
+    return project_ids(2000, index)
+
+
+def gitlab_project_ids(index: int) -> tuple[str, str]:
+    return project_ids(4000, index)
 
 
 def rule(index: int) -> dict[str, Any]:
@@ -68,15 +86,15 @@ def rule(index: int) -> dict[str, Any]:
     }
     if kind == "github":
         claims: dict[str, Any] = {
-            "repository_owner": "acme",
-            "repository": [f"acme/{team}", f"acme/{team}-*"],
+            "repository_owner_id": GITHUB_OWNER_ID,
+            "repository_id": list(github_repository_ids(index)),
             "ref": ["refs/heads/main", "refs/tags/v*"],
         }
         grant: dict[str, Any] = {**publish, "max_duration": 3600}
     elif kind == "gitlab":
         claims = {
-            "namespace_path": "acme",
-            "project_path": [f"acme/{team}", f"acme/{team}/*"],
+            "job_namespace_id": GITLAB_NAMESPACE_ID,
+            "job_project_id": list(gitlab_project_ids(index)),
             "ref_protected": "true",
         }
         grant = {**publish, "max_duration": 1800}
@@ -100,17 +118,17 @@ def identity(index: int, matching: bool) -> dict[str, Any]:
     if kind == "github":
         claims: dict[str, Any] = {
             "sub": f"repo:acme/{team}-app:ref:refs/heads/main",
-            "repository_owner": "acme",
+            "repository_owner_id": GITHUB_OWNER_ID,
             "repository": f"acme/{team}-app",
             "ref": "refs/heads/main" if matching else "refs/heads/feature",
-            "repository_id": str(10_000 + index),
+            "repository_id": github_repository_ids(index)[1],
             "run_attempt": "1",
         }
     elif kind == "gitlab":
         claims = {
-            "sub": f"project_path:acme/{team}:ref_type:branch:ref:main",
-            "namespace_path": "acme",
-            "project_path": f"acme/{team}/service",
+            "sub": f"project_path:acme/{team}/service:ref_type:branch:ref:main",
+            "job_namespace_id": GITLAB_NAMESPACE_ID,
+            "job_project_id": gitlab_project_ids(index)[1],
             "ref_protected": "true" if matching else "false",
             "pipeline_id": str(500_000 + index),
         }

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -90,6 +90,80 @@ FLEET: dict[str, Any] = {
     ],
 }
 
+COLD_START: dict[str, Any] = {
+    "python": "3.11.7",
+    "runs": 5,
+    "delay_ms": 100.0,
+    "load_average": {"before": [0.5, 0.6, 0.7], "after": [1.1, 0.8, 0.7]},
+    "cold_start": {
+        "1 issuer": {
+            "off": {
+                "init_ms": 412.3,
+                "first_request_ms": 215.7,
+                "issuer_requests_in_first_request": 2,
+                "total_ms": 628.4,
+            },
+            "on": {
+                "init_ms": 618.9,
+                "first_request_ms": 4.12,
+                "issuer_requests_in_first_request": 0,
+                "total_ms": 623.0,
+            },
+        },
+        "3 issuers": {
+            "off": {
+                "init_ms": 409.8,
+                "first_request_ms": 214.2,
+                "issuer_requests_in_first_request": 2,
+                "total_ms": 624.1,
+            },
+            "on": {
+                "init_ms": 631.5,
+                "first_request_ms": 4.3,
+                "issuer_requests_in_first_request": 0,
+                "total_ms": 636.2,
+            },
+        },
+        "3 issuers, 1 hanging": {
+            "off": {
+                "init_ms": 411.0,
+                "first_request_ms": 216.0,
+                "issuer_requests_in_first_request": 2,
+                "total_ms": 627.0,
+            },
+            "on": {
+                "init_ms": 2418.6,
+                "first_request_ms": 4.25,
+                "issuer_requests_in_first_request": 0.5,  # a median between two runs
+                "total_ms": 2422.9,
+            },
+        },
+    },
+}
+RULES_ADMIN: dict[str, Any] = {
+    "python": "3.11.7",
+    "rules": 200,
+    "issuers": 4,
+    "tests": 1000,
+    "runs": 5,
+    "rules_bytes": 52_310,
+    "tests_bytes": 331_874,
+    "ms": {
+        "load": 118.1,
+        "parse_tests": 152.07,
+        "run_tests": 454.66,
+        "test_in_process": 767.67,
+        "test_cli": 1078.05,
+        "check_in_process": 263.86,
+        "check_cli": 538.47,
+    },
+    "findings": 150,
+    "us_per_test": 454.66,
+    "cli_output": "1000 passed, 0 failed",
+}
+
+RowsOf = Callable[[report.Figures], list[report.Row]]
+
 
 def parse(table: str) -> list[list[str]]:
     """The table's cells, checking on the way that it is aligned and a valid Markdown table."""
@@ -108,6 +182,8 @@ def test_one_table_from_fixed_figures() -> None:
         + report.devstack_rows(DEVSTACK)
         + report.client_rows(CLIENT)
         + report.fleet_rows(FLEET)
+        + report.cold_start_rows(COLD_START)
+        + report.rules_admin_rows(RULES_ADMIN)
     )
     cells = parse(report.render(rows))
     assert cells[0] == ["benchmark", "figure", "value", "notes"]
@@ -163,6 +239,117 @@ def test_one_table_from_fixed_figures() -> None:
         "dynamodb_reads 1,000"
     )
     assert [b for b, *_ in cells[1:]].count("fleet") == 3, "one line per fleet row, and the burst"
+
+    cold = "cold start"
+    expected = {
+        "1 issuer": ("412 / 619", "216 / 4.12", "628 / 623", "2 / 0"),
+        "3 issuers": ("410 / 632", "214 / 4.30", "624 / 636", "2 / 0"),
+        "3 issuers, 1 hanging": ("411 / 2,419", "216 / 4.25", "627 / 2,423", "2 / 0.5"),
+    }
+    for scenario, (init, first, total, requests) in expected.items():
+        assert value(cold, f"{scenario}: init, prefetch off / on (ms, median of 5)") == init
+        assert value(cold, f"{scenario}: first request, prefetch off / on (ms, median of 5)") == (
+            first
+        )
+        assert (
+            value(cold, f"{scenario}: init + first request, prefetch off / on (ms, median of 5)")
+            == total
+        )
+        assert (
+            value(cold, f"{scenario}: issuer requests during the first request, prefetch off / on")
+            == requests
+        )
+    hanging = "3 issuers, 1 hanging: init, prefetch off / on (ms, median of 5)"
+    assert "issuer answering in 100 ms" in notes(cold, hanging)
+    assert "BROKER_JWKS_PREFETCH_SECONDS=2" in notes(cold, hanging)
+    assert [b for b, *_ in cells[1:]].count(cold) == 12, "four figures for each of 3 scenarios"
+
+    admin = "rules admin"
+    load = "load 200 rules: parse + acceptance check (ms, median of 5)"
+    assert value(admin, load) == "118"
+    assert "4 issuers" in notes(admin, load)
+    assert "52,310 bytes" in notes(admin, load)
+    assert value(admin, "read 1000 tests (ms, median of 5)") == "152"
+    assert notes(admin, "read 1000 tests (ms, median of 5)") == "331,874 bytes of YAML"
+    run = "run 1000 tests, explain each (ms, median of 5)"
+    assert value(admin, run) == "455"
+    assert notes(admin, run).startswith("455 µs a test")
+    test = "rules test: in-process / python -m cabroker_admin (ms)"
+    assert value(admin, test) == "768 / 1,078"
+    assert notes(admin, test).endswith("1000 passed, 0 failed")
+    check = "rules check, every lint: in-process / python -m cabroker_admin (ms)"
+    assert value(admin, check) == "264 / 538"
+    assert notes(admin, check).startswith("150 findings")
+    assert [b for b, *_ in cells[1:]].count(admin) == 5
+
+
+@pytest.mark.parametrize(
+    ("rows", "figures", "names"),
+    [
+        (report.cold_start_rows, COLD_START, report.COLD_START_FIGURES),
+        (report.rules_admin_rows, RULES_ADMIN, report.RULES_ADMIN_FIGURES),
+        (report.broker_rows, BROKER, report.BROKER_FIGURES),
+        (report.client_rows, CLIENT, report.CLIENT_FIGURES),
+    ],
+)
+def test_the_rows_are_the_figures_a_failed_run_names(
+    rows: RowsOf, figures: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    """Each figure the report lists (and names in a failed run's rows) is a row, in order."""
+    formats = {"runs": figures.get("import_runs", figures.get("runs"))}
+    formats |= {key: figures[key] for key in ("rules", "tests") if key in figures}
+    assert [row.figure for row in rows(figures)] == [name.format(**formats) for name in names]
+
+
+def without(figures: dict[str, Any], *path: str) -> dict[str, Any]:
+    """A deep copy of ``figures`` without the figure at ``path``."""
+    copy: dict[str, Any] = json.loads(json.dumps(figures))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    return copy
+
+
+COLD = (report.cold_start_rows, report.COLD_START_FIGURES)
+ADMIN = (report.rules_admin_rows, report.RULES_ADMIN_FIGURES)
+
+
+@pytest.mark.parametrize(
+    ("rows_and_names", "figures"),
+    [
+        (COLD, without(COLD_START, "cold_start", "3 issuers, 1 hanging")),
+        (COLD, without(COLD_START, "cold_start", "3 issuers", "on")),
+        (COLD, without(COLD_START, "cold_start", "1 issuer", "off", "total_ms")),
+        (COLD, without(COLD_START, "cold_start", "1 issuer", "on", "first_request_ms")),
+        (COLD, without(COLD_START, "cold_start", "3 issuers", "off", "init_ms")),
+        (
+            COLD,
+            without(COLD_START, "cold_start", "1 issuer", "on", "issuer_requests_in_first_request"),
+        ),
+        (COLD, without(COLD_START, "delay_ms")),
+        (ADMIN, without(RULES_ADMIN, "ms", "check_cli")),
+        (ADMIN, without(RULES_ADMIN, "ms", "run_tests")),
+        (ADMIN, without(RULES_ADMIN, "findings")),
+        (ADMIN, without(RULES_ADMIN, "us_per_test")),
+    ],
+)
+def test_a_missing_figure_fails_the_benchmark(
+    rows_and_names: tuple[RowsOf, tuple[str, ...]],
+    figures: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not a row left out: the benchmark's every row reads failed, and the exit status is 1."""
+    rows, names = rows_and_names
+    printed = python(f"print({json.dumps(json.dumps(figures))})")
+    benchmark = report.Benchmark("partial", printed, rows, names, 30)
+    assert report.main([benchmark]) == 1
+    cells = parse("\n".join(capsys.readouterr().out.splitlines()[2:]))
+    values = [v for _, _, v, _ in cells[1:]]
+    assert len(values) == len(benchmark.figures)
+    assert values[0].startswith("failed: unexpected JSON: KeyError")
+    assert set(values[1:]) == {"failed (see above)"}
+    assert "{" not in "".join(f for _, f, _, _ in cells[1:]), "placeholders read N"
 
 
 def test_not_built_skipped_and_failed_demo_rows() -> None:
@@ -250,18 +437,22 @@ TINY = {
     ],
     "client_env.py": ["--runs", "1"],
     "fleet.py": ["--jobs", "20", "--repos", "5", "--spread", "0.2", "--instances", "2"],
+    "cold_start.py": ["--runs", "1", "--delay", "0.01"],
+    "rules_admin.py": ["--rules", "8", "--tests", "40", "--runs", "1"],
 }
 ROWS = {
     "broker_request.py": report.broker_rows,
     "devstack_tokens.py": report.devstack_rows,
     "client_env.py": report.client_rows,
     "fleet.py": report.fleet_rows,
+    "cold_start.py": report.cold_start_rows,
+    "rules_admin.py": report.rules_admin_rows,
 }
 
 
 @pytest.fixture(scope="module")
 def outputs() -> Iterator[dict[str, tuple[int, str, str]]]:
-    """Every script's (status, stdout, stderr), the four run side by side to save time."""
+    """Every script's (status, stdout, stderr), all run side by side to save time."""
     running = {
         name: subprocess.Popen(
             [sys.executable, str(report.BENCH / name), "--json", *args],
@@ -313,6 +504,17 @@ def test_json_mode_prints_one_object_the_report_reads(
     elif script == "client_env.py":
         assert figures["runs"] == 1
         assert 0 < figures["env_warm_ms"]["median"] < figures["env_cold_ms"]["median"]
+    elif script == "cold_start.py":
+        assert figures["runs"] == 1
+        assert len(rows) == len(report.COLD_START_FIGURES)
+        for scenario in report.COLD_START_SCENARIOS:
+            off, on = figures["cold_start"][scenario]["off"], figures["cold_start"][scenario]["on"]
+            assert on["issuer_requests_in_first_request"] == 0, "the prefetch fetched the keys"
+            assert off["issuer_requests_in_first_request"] > 0, "without it, the request does"
+    elif script == "rules_admin.py":
+        assert (figures["rules"], figures["tests"], figures["runs"]) == (8, 40, 1)
+        assert figures["cli_output"] == "40 passed, 0 failed"
+        assert len(rows) == len(report.RULES_ADMIN_FIGURES)
     else:
         assert {row["instances"] for row in figures["rows"]} == {2}
         assert len(rows) == 1 + len(figures["rows"])
