@@ -20,7 +20,7 @@ help:
 	@echo "make lint    ruff, mypy, cfn-lint, sam validate --lint, checkov, actionlint"
 	@echo "make build   sam build (the Lambda package for arm64)"
 	@echo "make dist    the client's wheel and sdist in dist/ (what a release publishes)"
-	@echo "make bench   run every benchmark once and print one table (about 3 min)"
+	@echo "make bench   run every benchmark once and print one table (about 3.5 min)"
 
 $(VENV)/.installed: requirements/dev.txt requirements/actionlint.txt functions/requirements.txt client/pyproject.toml pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -139,10 +139,10 @@ app.exception_handler(BrokerError)(broker_error)
 app.exception_handler(Exception)(unexpected)
 
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-    # In Lambda, validate settings and rules during init, where a cold start has full CPU, and
-    # fetch the rules' issuers' keys (bounded; never failing init: broker.prefetch).
-    service.prepare()
+# In Lambda, validate settings and rules during init, where a cold start has full CPU, and
+# fetch the rules' issuers' keys (bounded; never failing init: broker.prefetch). When the
+# settings or rules are unusable, that is logged once, and there is nothing to fetch.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and service.prepare():
     prefetch.at_init()
 
 

@@ -11,7 +11,10 @@ It never fails init and never holds it long: the whole of it works to one deadli
 left, and a watchdog cuts its connection when that is over), init waits for no thread past it,
 and every failure (settings or rules unusable, an issuer down, slow or answering nonsense) ends
 in one log line, ``issuer keys not prefetched``, naming the issuers and why.  A failure is not
-remembered: the first request for that issuer fetches as it always did.
+remembered: the first request for that issuer fetches as it always did.  A thread still
+fetching when init stops waiting runs on (a daemon, bounded by the same deadline) into the first
+request; what it fetches never replaces keys a request fetched meanwhile
+(:meth:`broker.identity.IssuerKeys.prefetch`).
 
 Skipped when the setting is 0, and under SnapStart (``AWS_LAMBDA_INITIALIZATION_TYPE`` is
 ``snap-start``): keys fetched into a snapshot would be as old as the snapshot when it is

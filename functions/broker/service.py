@@ -441,12 +441,15 @@ def current() -> Broker:
     return _current
 
 
-def prepare() -> None:
-    """Build the broker during the Lambda init phase (cold start), logging what is wrong."""
+def prepare() -> bool:
+    """Build the broker during the Lambda init phase (cold start), logging what is wrong;
+    whether it is ready (its settings and rules usable)."""
     with contextlib.suppress(BrokerError):  # logged already; requests answer 503 with the reason
         broker = current()
         broker.rules_loaded()
         broker.shadow_loaded()
+        return True
+    return False
 
 
 def use(broker: Broker | None) -> None:

@@ -7,6 +7,7 @@ pass are a ``wait`` that says so, concurrency is proven with barriers."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -164,7 +165,7 @@ def test_a_hanging_issuer_does_not_hold_init_past_its_deadline(
     idps.before = hang
     try:
         outcome = prefetch.issuer_keys(
-            keys, [issuer("one"), issuer("two")], 1.5, wait=deadline_passes
+            keys, [issuer("one"), issuer("two")], 60.0, wait=deadline_passes
         )
     finally:
         release.set()
@@ -173,10 +174,10 @@ def test_a_hanging_issuer_does_not_hold_init_past_its_deadline(
     # init waited no longer than the deadline, and the fetch itself works to it (the real
     # fetcher cuts its connection there: test_identity, test_faults)
     (timeout,) = waited
-    assert 0 < timeout <= 1.5
+    assert 0 < timeout <= 60.0
     left = seen["left"]
     assert left is not None
-    assert 0 < left <= 1.5
+    assert 0 < left <= 60.0
 
 
 def test_a_failed_prefetch_leaves_no_back_off_for_the_first_request(
@@ -265,8 +266,10 @@ def test_no_issuers_no_threads(keys: IssuerKeys) -> None:
 
 @pytest.fixture
 def lambda_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The function's environment in os.environ (at_init reads it, as the Lambda's init does)."""
-    for name, value in env.items():
+    """The function's environment in os.environ (at_init reads it, as the Lambda's init does),
+    with the longest prefetch the setting allows: the local issuers answer at once, and a loaded
+    machine must not turn that into a missed deadline."""
+    for name, value in {**env, "BROKER_JWKS_PREFETCH_SECONDS": "5"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
     return env
@@ -490,11 +493,12 @@ def test_a_cold_start_with_a_silent_issuer_and_a_missing_issuer_still_starts(
     )
     done = cold_import({**env, "BROKER_JWKS_PREFETCH_SECONDS": "0.5"})
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if "prefetch" in line]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if "prefetch" in line]
     assert len(lines) == 1, done.stdout
-    assert "issuer keys not prefetched" in lines[0]
-    assert '"gone":' in lines[0]
-    assert '"silent":' in lines[0]
+    assert lines[0]["message"] == "issuer keys not prefetched"
+    # each failed, or was still waiting when the half second was over (on a loaded machine)
+    assert set(lines[0]["failed"]) | set(lines[0]["unfinished"]) == {"gone", "silent"}
+    assert lines[0]["fetched"] == []
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -502,5 +506,18 @@ def test_a_cold_start_without_its_rules_still_starts(env: dict[str, str], rules_
     rules_file.unlink()
     done = cold_import(env)
     assert done.returncode == 0, done.stderr
-    assert "issuer keys not prefetched" in done.stdout
+    messages = [json.loads(line)["message"] for line in done.stdout.splitlines() if line]
+    assert messages == ["rules source unavailable; refusing to serve"]  # once; nothing to fetch
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_cold_start_with_invalid_rules_logs_them_once_and_fetches_nothing(
+    env: dict[str, str], rules_file: Path
+) -> None:
+    """Init's check of the rules says what is wrong once (an alarm counts that line); with
+    nothing usable to fetch, the prefetch adds no second line."""
+    rules_file.write_text("version: 2\n")
+    done = cold_import(env)
+    assert done.returncode == 0, done.stderr
+    messages = [json.loads(line)["message"] for line in done.stdout.splitlines() if line]
+    assert messages == ["rules document is invalid; refusing to serve"]  # once, and no more
