@@ -42,11 +42,11 @@ def instructions(state: dict[str, Any], broker_log: Path | None = None) -> str:
     corp = state["issuers"]["corp"]["mint_url"]
     broker = state["broker_url"]
     # A few of the claims GitHub issues (devstack/claimsets.py has them all): the rules match
-    # the ids and the ref, never the names or sub.
+    # the ids, the ref and the event (a push), never the names or sub.
     ci_claims = (
         '{"sub":"repo:acme@1001/app@2001:ref:refs/heads/main","repository":"acme/app",'
         '"repository_owner":"acme","repository_owner_id":"1001","repository_id":"2001",'
-        '"ref":"refs/heads/main","ref_type":"branch"}'
+        '"ref":"refs/heads/main","ref_type":"branch","event_name":"push"}'
     )
     engineer = '{"sub":"alice","groups":["engineering"]}'
     field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"

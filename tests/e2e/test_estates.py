@@ -21,8 +21,14 @@ from devstack.tools import Devstack as Running
 from devstack.tools import Tools, probe
 from devstack.wheels import build_wheel
 
-# devstack/rules.yaml matches the ids: owner acme 1001, acme/app 2001, acme/vault 2002.
-CI = {"repository_owner": "acme", "repository_owner_id": "1001", "ref": "refs/heads/main"}
+# devstack/rules.yaml matches the ids: owner acme 1001, acme/app 2001, acme/vault 2002, and
+# publishes for a push to main only (event_name, as GitHub's token for a push carries it).
+CI = {
+    "repository_owner": "acme",
+    "repository_owner_id": "1001",
+    "ref": "refs/heads/main",
+    "event_name": "push",
+}
 APP_CI = {
     **CI,
     "sub": "repo:acme/app:ref:refs/heads/main",

@@ -79,6 +79,13 @@ def decide(
 
 # --- GitHub: the legacy and the immutable sub ---------------------------------------------
 
+# Events whose workflows run on the default branch, their token's ref that branch's: GitHub's
+# "Events that trigger workflows" (https://docs.github.com/en/actions/reference/
+# workflows-and-actions/events-that-trigger-workflows), GITHUB_REF "Default branch" (for
+# pull_request_target, "PR base branch" before GitHub moved it to the default branch). A
+# pull_request_target workflow runs for anyone's pull request from a fork, and may check out
+# and run its code ("pwn request").
+ON_MAIN = ("pull_request_target", "issue_comment", "workflow_run", "schedule")
 
 GITHUB_JOBS = {
     "app-on-main": github_claims("app"),
@@ -86,6 +93,8 @@ GITHUB_JOBS = {
     "app-on-a-branch": github_claims("app", ref="refs/heads/feature"),
     "app-in-an-environment": github_claims("app", environment="release"),
     "app-pull-request": github_claims("app", ref="refs/pull/7/merge", event_name="pull_request"),
+    # Events GitHub runs on the default branch: the token says ref refs/heads/main.
+    **{f"app-{event}-on-main": github_claims("app", event_name=event) for event in ON_MAIN},
     "vault-on-main": github_claims("vault"),
     "another-owner": github_claims("app", owner="acme-evil", owner_id="6666"),
 }
@@ -148,6 +157,22 @@ def test_github_publishes_from_main_only_and_by_id(
     # The same names under another owner id (a renamed, then re-registered organization).
     renamed = {**github_claims("app"), "repository_owner_id": "6666"}
     assert outcome(renamed)[0] == "deny"
+
+
+@pytest.mark.parametrize("event", ON_MAIN)
+@pytest.mark.parametrize("repository", ["app", "vault"])
+def test_workflows_of_other_events_on_main_never_publish(
+    idp: IdentityProvider, verifier: Verifier, rules: RuleSet, event: str, repository: str
+) -> None:
+    """The same repository, owner and ref as a push to main, but another event: the rules gate
+    publishing on event_name too, so nothing matches, whatever the request names."""
+    claims = github_claims(repository, event_name=event)
+    assert (claims["ref"], claims["ref_protected"]) == ("refs/heads/main", "true")
+    pushed = decide(idp, verifier, rules, "github", github_claims(repository), PUBLISH)
+    assert pushed[0] == "allow" or pushed[3] == "ambiguous-request"  # vault: two grants
+    for body in (PUBLISH, {**PUBLISH, "repository": "restricted"}, READ, {}):
+        decision, rule, _, reason = decide(idp, verifier, rules, "github", claims, body)
+        assert (decision, rule, reason) == ("deny", None, "no-matching-rule")
 
 
 # --- GitLab: a merge request from a fork ----------------------------------------------------
