@@ -24,10 +24,12 @@ from cabroker import api, cli
 from cabroker.broker import BrokerClient, Grant
 from cabroker.config import (
     Audiences,
+    LoginSettings,
     audiences,
     broker_url,
     check_broker_url,
     config_file,
+    login_settings,
     origin,
     read_config,
     save_broker_url,
@@ -457,6 +459,49 @@ def test_configure_pins_audiences_for_that_broker_only(
     assert cli.main(["configure", BROKER]) == 0
     assert read_config(env) == {"broker_url": BROKER}
     assert audiences(BROKER, None, env).accepted == (ORIGIN,)
+
+
+def test_configure_keeps_a_device_logins_settings_for_that_broker_only(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["configure", BROKER, "--scope", "groups", "--scope", "email", "--client-secret", "p-1"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "a device login to it asks for the scopes: openid groups email",
+        "a device login to it sends the client secret you gave",
+    ]
+    assert read_config(env)["scopes"] == ["openid", "groups", "email"]
+    assert login_settings(BROKER, env) == LoginSettings(("openid", "groups", "email"), "p-1")
+    assert login_settings("https://other.example.com", env) == LoginSettings()
+    # the environment wins over the file, each setting on its own
+    with_scopes = {**env, "CABROKER_SCOPES": "profile"}
+    assert login_settings(BROKER, with_scopes) == LoginSettings(("openid", "profile"), "p-1")
+    # configured again without them: gone
+    assert cli.main(["configure", BROKER]) == 0
+    assert login_settings(BROKER, env) == LoginSettings()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scope", "a b"], "--scope is not a list of up to 16 OAuth scopes"),
+        (["--client-secret", "two words"], "--client-secret must be 1 to 1024 printable ASCII"),
+    ],
+)
+def test_configure_refuses_unusable_login_settings(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert cli.main(["configure", BROKER, *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not config_file(env).exists()
+
+
+def test_a_hand_edited_config_with_unusable_login_settings_is_named(env: dict[str, str]) -> None:
+    path = config_file(env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'broker_url = "{BROKER}"\nscopes = ["a b"]\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=f"scopes in {path} is not a list"):
+        login_settings(BROKER, env)
 
 
 def test_configure_refuses_a_bad_audience(

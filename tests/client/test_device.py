@@ -9,6 +9,7 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,11 +17,13 @@ import pytest
 import requests
 
 from cabroker.broker import BrokerConfig, Issuer
+from cabroker.config import login_settings
 from cabroker.device import choose_issuer, login, with_user_settings
 from cabroker.errors import IdentityError, UsageError
 from devstack.idp import IdentityProvider
 from tests.support.oidc import LocalIssuer, private_key
 
+BROKER = "https://broker.example.com"
 CLIENT_ID = "cabroker-cli"
 AUDIENCE = "cabroker"
 USERS = {"alice": {"groups": ["engineering"]}, "bob": {"groups": ["sales"]}}
@@ -382,12 +385,13 @@ def test_without_broker_settings_only_openid_is_asked_for_and_no_secret_is_sent(
     ],
 )
 def test_the_users_settings_override_the_brokers(
-    environ: dict[str, str], scopes: tuple[str, ...], secret: str
+    environ: dict[str, str], scopes: tuple[str, ...], secret: str, tmp_path: Path
 ) -> None:
     issuer = Issuer(
         "corp", "https://login.example.com", "a", "a", "from-broker", ("openid", "email")
     )
-    chosen = with_user_settings(issuer, environ)
+    settings = login_settings(BROKER, {**environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    chosen = with_user_settings(issuer, settings)
     assert (chosen.scopes, chosen.client_secret) == (scopes, secret)
 
 
@@ -400,10 +404,9 @@ def test_the_users_settings_override_the_brokers(
         {"CABROKER_CLIENT_SECRET": "x" * 1025},
     ],
 )
-def test_unusable_user_settings_are_a_usage_error(environ: dict[str, str]) -> None:
-    issuer = Issuer("corp", "https://login.example.com", "a", "a")
+def test_unusable_user_settings_are_a_usage_error(environ: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(UsageError) as caught:
-        with_user_settings(issuer, environ)
+        login_settings(BROKER, {**environ, "XDG_CONFIG_HOME": str(tmp_path)})
     assert "CABROKER_" in str(caught.value)
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
-from .config import check_broker_url, unsafe_url
+from .config import DEFAULT_SCOPES, check_broker_url, scopes, unsafe_url
 from .errors import BrokerRefused, BrokerUnavailable, UsageError
 from .secret import Secret
 
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 USER_AGENT = f"cabroker/{__version__}"
 PROBLEM_TYPES = "urn:cabroker:problem:"
 T = TypeVar("T")
-DEFAULT_SCOPES = ("openid",)
-MAX_SCOPES = 16  # as the broker's rules allow
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,6 @@ _ACCESS = re.compile(r"read|publish")
 _PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]!-]{1,255}")
 _ISSUER_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")  # the broker's own rule for issuer names
 _WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 §3.3 scope-token
 
 
 def _list_or_none(body: Mapping[str, Any], name: str, what: str) -> list[Any] | None:
@@ -167,32 +164,6 @@ def _list_or_none(body: Mapping[str, Any], name: str, what: str) -> list[Any] | 
     if value is not None and not isinstance(value, list):
         raise ValueError(f"the broker's config has unusable {what!r}")
     return value
-
-
-def scopes(value: object, what: str) -> tuple[str, ...]:
-    """OAuth scopes from the broker's config (a list) or the user's (a space-separated string);
-    ``openid`` first, whether or not it was listed: without it there is no ID token. ValueError
-    (naming ``what``) for anything that is not a list of scope tokens."""
-    if value is None:
-        return DEFAULT_SCOPES
-    listed = value.split() if isinstance(value, str) else value
-    chosen = tuple(dict.fromkeys(["openid", *listed])) if isinstance(listed, list) else ()
-    if (
-        not chosen
-        or len(chosen) > MAX_SCOPES
-        or not all(isinstance(scope, str) and _SCOPE.fullmatch(scope) for scope in chosen)
-    ):
-        raise ValueError(
-            f"{what} is not a list of up to {MAX_SCOPES} OAuth scopes, openid included "
-            "(printable ASCII words without quotes or backslashes)"
-        )
-    return chosen
-
-
-def is_word(text: str) -> bool:
-    """Printable ASCII without white space, at most 1024 characters: what may go in a form
-    and a message (an issuer's URL, audience, client id or public client secret)."""
-    return _WORD.fullmatch(text) is not None
 
 
 def _valid(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ AUDIENCE_ENV = "CABROKER_AUDIENCE"
 # a device login's scopes and public client secret, over the broker's (cabroker.device)
 SCOPES_ENV = "CABROKER_SCOPES"
 CLIENT_SECRET_ENV = "CABROKER_CLIENT_SECRET"  # noqa: S105 - a variable's name
+DEFAULT_SCOPES = ("openid",)
+MAX_SCOPES = 16  # as the broker's rules allow
+_WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 §3.3 scope-token
 URL_ENV = "CABROKER_URL"
 MAX_AUDIENCE = 256
 
@@ -64,6 +69,83 @@ def read_config(env: Mapping[str, str] = os.environ) -> dict[str, object]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise UsageError(f"cannot read {path}: {error}; fix or delete it") from None
+
+
+# --- a device login's settings -----------------------------------------------------------------
+
+
+def scopes(value: object, what: str) -> tuple[str, ...]:
+    """OAuth scopes from the broker's config (a list) or the user's (a space-separated string);
+    ``openid`` first, whether or not it was listed: without it there is no ID token. ValueError
+    (naming ``what``) for anything that is not a list of scope tokens."""
+    if value is None:
+        return DEFAULT_SCOPES
+    listed = value.split() if isinstance(value, str) else value
+    chosen = tuple(dict.fromkeys(["openid", *listed])) if isinstance(listed, list) else ()
+    if (
+        not chosen
+        or len(chosen) > MAX_SCOPES
+        or not all(isinstance(scope, str) and _SCOPE.fullmatch(scope) for scope in chosen)
+    ):
+        raise ValueError(
+            f"{what} is not a list of up to {MAX_SCOPES} OAuth scopes, openid included "
+            "(printable ASCII words without quotes or backslashes)"
+        )
+    return chosen
+
+
+def is_word(text: str) -> bool:
+    """Printable ASCII without white space, at most 1024 characters: what may go in a form
+    and a message (an issuer's URL, audience, client id or public client secret)."""
+    return _WORD.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class LoginSettings:
+    """What the user sets over the broker's description of its interactive issuer (None: the
+    broker's): the scopes to ask for, and a public client secret the IdP requires."""
+
+    scopes: tuple[str, ...] | None = None
+    client_secret: str | None = None
+
+
+def login_settings(url: str, env: Mapping[str, str] = os.environ) -> LoginSettings:
+    """The device-login settings for the broker at ``url``: each from ``CABROKER_SCOPES`` /
+    ``CABROKER_CLIENT_SECRET``, else from the config file beside this very URL (``cabroker
+    configure URL --scope S --client-secret X``), else None.  UsageError when one is unusable."""
+    config: dict[str, object] | None = None
+
+    def saved(key: str) -> tuple[object, str] | None:
+        nonlocal config
+        if config is None:
+            config = read_config(env)
+        same_broker = str(config.get("broker_url", "")).rstrip("/") == url.rstrip("/")
+        return (config[key], str(config_file(env))) if same_broker and key in config else None
+
+    chosen_scopes: tuple[str, ...] | None = None
+    if env.get(SCOPES_ENV, "").strip():
+        chosen_scopes = _checked_scopes(env[SCOPES_ENV], SCOPES_ENV)
+    elif (found := saved("scopes")) is not None:
+        chosen_scopes = _checked_scopes(found[0], f"scopes in {found[1]}")
+    secret: str | None = None
+    if env.get(CLIENT_SECRET_ENV, "").strip():
+        secret = check_client_secret(env[CLIENT_SECRET_ENV].strip(), CLIENT_SECRET_ENV)
+    elif (found := saved("client_secret")) is not None:
+        secret = check_client_secret(found[0], f"client_secret in {found[1]}")
+    return LoginSettings(chosen_scopes, secret)
+
+
+def _checked_scopes(value: object, where: str) -> tuple[str, ...]:
+    try:
+        return scopes(value, where)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def check_client_secret(value: object, where: str) -> str:
+    if not isinstance(value, str) or not is_word(value):
+        raise UsageError(f"{where} must be 1 to 1024 printable ASCII characters, no white space")
+    return value
 
 
 # --- URLs -------------------------------------------------------------------------------------
@@ -208,10 +290,13 @@ def audiences(
 
 
 def save_broker_url(
-    url: str, audience: Sequence[str] = (), env: Mapping[str, str] = os.environ
+    url: str,
+    audience: Sequence[str] = (),
+    env: Mapping[str, str] = os.environ,
+    login: LoginSettings = LoginSettings(),
 ) -> Path:
-    """Write ``broker_url`` (and the audiences pinned for it) into the user config file; it
-    holds only those."""
+    """Write ``broker_url`` (and the audiences pinned for it, and any device-login settings)
+    into the user config file; it holds only those."""
     url = check_broker_url(url, "the command line")
     pinned = [check_audience(value, "--audience") for value in audience]
     path = config_file(env)
@@ -222,5 +307,9 @@ def save_broker_url(
     if pinned:
         values = ", ".join(json.dumps(value, ensure_ascii=False) for value in pinned)
         text += f"audiences = [{values}]\n"
+    if login.scopes is not None:
+        text += f"scopes = [{', '.join(json.dumps(scope) for scope in login.scopes)}]\n"
+    if login.client_secret is not None:
+        text += f"client_secret = {json.dumps(login.client_secret)}\n"
     path.write_text(text, encoding="utf-8")
     return path

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
-from .broker import USER_AGENT, BrokerConfig, Issuer, is_word, scopes
-from .config import CLIENT_SECRET_ENV, SCOPES_ENV, unsafe_url
-from .errors import IdentityError, UsageError
+from .broker import USER_AGENT, BrokerConfig, Issuer
+from .config import CLIENT_SECRET_ENV, SCOPES_ENV, LoginSettings, unsafe_url
+from .errors import IdentityError
 from .jwt import unverified_claims
 from .secret import Secret
 
@@ -75,24 +75,15 @@ def _choices(candidates: tuple[Issuer, ...]) -> str:
     return "interactive login works with: " + ", ".join(issuer.name for issuer in candidates)
 
 
-def with_user_settings(issuer: Issuer, environ: Mapping[str, str]) -> Issuer:
-    """``issuer`` as the broker describes it, with what the user set over it: the scopes in
-    ``CABROKER_SCOPES`` (space-separated; ``openid`` is always asked for) and the public client
-    secret in ``CABROKER_CLIENT_SECRET``, for an IdP whose admins did not publish them."""
-    chosen = issuer
-    if environ.get(SCOPES_ENV, "").strip():
-        try:
-            chosen = replace(chosen, scopes=scopes(environ[SCOPES_ENV], SCOPES_ENV))
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    secret = environ.get(CLIENT_SECRET_ENV, "").strip()
-    if secret:
-        if not is_word(secret):
-            raise UsageError(
-                f"{CLIENT_SECRET_ENV} must be 1 to 1024 printable ASCII characters, no white space"
-            )
-        chosen = replace(chosen, client_secret=secret)
-    return chosen
+def with_user_settings(issuer: Issuer, settings: LoginSettings) -> Issuer:
+    """``issuer`` as the broker describes it, with what the user set over it
+    (:func:`cabroker.config.login_settings`): the scopes, and a public client secret, for an IdP
+    whose admins did not publish them."""
+    if settings.scopes is not None:
+        issuer = replace(issuer, scopes=settings.scopes)
+    if settings.client_secret is not None:
+        issuer = replace(issuer, client_secret=settings.client_secret)
+    return issuer
 
 
 def login(

@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .broker import BrokerConfig, Issuer, scopes
-from .config import SCOPES_ENV, Audiences, unsafe_url
+from .broker import BrokerConfig, Issuer
+from .config import Audiences, login_settings, unsafe_url
 from .errors import CabrokerError, IdentityError, UsageError
 from .jwt import seconds_left, unverified_claims
 from .logins import Logins
@@ -239,11 +239,9 @@ class Sources:
     def _wanted_scopes(self) -> tuple[str, ...] | None:
         """The scopes the user asks for now (``CABROKER_SCOPES``), if any: a login kept from
         one made with other scopes is not reused (it may lack the claims they add)."""
-        if not self.env.get(SCOPES_ENV, "").strip():
-            return None
         try:
-            return scopes(self.env[SCOPES_ENV], SCOPES_ENV)
-        except ValueError:
+            return login_settings(self.audiences.broker_url, self.env).scopes
+        except UsageError:
             return ()  # matches no kept login; the login that follows says what is wrong
 
     def _named(self, found: Identity) -> Identity:
@@ -400,7 +398,9 @@ class Sources:
     ) -> Identity:
         from . import device
 
-        chosen = device.with_user_settings(self.login_issuer(), self.env)
+        chosen = device.with_user_settings(
+            self.login_issuer(), login_settings(self.audiences.broker_url, self.env)
+        )
         token = device.login(
             chosen, out=out, open_browser=open_browser, http=http, sleep=sleep, clock=self.clock
         )
