@@ -138,6 +138,58 @@ GATE_RULE = (
     "job_workflow_ref, GitLab ci_config_ref_uri) with no * before its last @ and such a ref "
     "after it"
 )
+# Events whose workflows GitHub runs on the default branch, their token's ref that branch's
+# ("Events that trigger workflows": GITHUB_REF "Default branch"; pull_request_target's was the
+# pull request's base branch before December 2025, and still is on GHES before 3.20). A rule
+# gated on a ref only matches them (CAB202); pull_request_target runs for anyone's pull request
+# from a fork, and such workflows may run its code ("pwn requests").
+DEFAULT_BRANCH_EVENTS = (
+    "pull_request_target",
+    "issue_comment",
+    "workflow_run",
+    "schedule",
+    "issues",
+    "discussion",
+    "discussion_comment",
+    "repository_dispatch",
+    "check_run",
+    "check_suite",
+    "status",
+    "label",
+    "milestone",
+    "project",
+    "project_card",
+    "project_column",
+    "branch_protection_rule",
+    "delete",
+    "fork",
+    "gollum",
+    "image_version",
+    "page_build",
+    "public",
+    "watch",
+)
+GITHUB_EVENTS_DOCS = (
+    "https://docs.github.com/en/actions/reference/workflows-and-actions/"
+    "events-that-trigger-workflows"
+)
+# GitLab's pipeline sources whose ref, ref_path, ci_config_ref_uri and sub name a merge
+# request's (or an external pull request's) source branch, a fork's for a merge request from a
+# fork whose pipeline a member runs in the project (CAB202); a child pipeline of one too.
+SOURCE_BRANCH_PIPELINES = ("merge_request_event", "external_pull_request_event", "parent_pipeline")
+GITLAB_FORK_PIPELINES = (
+    "https://docs.gitlab.com/ci/pipelines/merge_request_pipelines/"
+    "#run-pipelines-in-the-parent-project"
+)
+# What keeps a gated publish rule from matching those (CAB202), the lint's fix.
+REF_ONLY_RULE = (
+    "GitHub: event_name with no alternative matching a default-branch event (push, "
+    "workflow_dispatch, release; not " + ", ".join(DEFAULT_BRANCH_EVENTS[:4]) + ", …), a gating "
+    "environment, workflow_ref or job_workflow_ref, or a ref, ref_type or sub that names no "
+    'branch; GitLab: ref_protected or environment_protected "true", pipeline_source without '
+    + ", ".join(SOURCE_BRANCH_PIPELINES)
+    + ", or a ref_type, ref_path, ci_config_ref_uri or sub that names no branch"
+)
 REF_CLAIMS = frozenset({"ref", "ref_path"})
 WORKFLOW_CLAIMS = frozenset({"workflow_ref", "job_workflow_ref", "ci_config_ref_uri"})
 FLAG_CLAIMS = frozenset({"ref_protected", "environment_protected"})
@@ -227,6 +279,17 @@ LINTS: dict[str, Lint] = {
             "anyone who can push a branch and run a workflow in the repository could publish",
             "gate it; what gates: " + GATE_RULE,
             GITHUB_DOCS,
+        ),
+        Lint(
+            "CAB202",
+            "warning",
+            "a CI publish rule is gated on a ref only",
+            "GitHub runs workflows triggered by pull_request_target (anyone's pull request from "
+            "a fork), issue_comment, workflow_run, schedule and other events on the default "
+            "branch, with its ref; a GitLab merge-request pipeline's ref is its source branch's, "
+            "a fork's too",
+            "gate the event or the workflow too: " + REF_ONLY_RULE,
+            GITHUB_EVENTS_DOCS,
         ),
         Lint(
             "CAB301",
@@ -416,7 +479,7 @@ def lint(
     rows = written(rules, claims)
     found: list[tuple[int, Finding]] = []
     for index, row in enumerate(rows):
-        for each in (names_not_ids, subject, gitlab_project, ungated, never_matches):
+        for each in (names_not_ids, subject, gitlab_project, ungated, ref_only, never_matches):
             found += [(index, finding) for finding in each(row)]
         found += [(index, finding) for finding in unguarded(row, deployment.internal_prefixes)]
         found += [(index, finding) for finding in near_limit(row, deployment.domain)]
@@ -496,6 +559,48 @@ def ungated(row: Written) -> Iterator[Finding]:
         'ref_protected: "true", environment: release, or a workflow ref; what gates: ' + GATE_RULE,
         _claims_docs(kind),
     )
+
+
+def ref_only(row: Written) -> Iterator[Finding]:
+    """CAB202: a CI publish rule that CAB201 finds gated, but on a ref only: on GitHub, jobs of
+    workflows other events run on the default branch match it; on GitLab, merge-request
+    pipelines of a source branch of that name, a fork's too (REF_ONLY_RULE)."""
+    kind = row.kind
+    if kind is None or row.rule.grant.access != "publish":
+        return
+    gates = sorted(
+        claim
+        for claim in row.claims
+        if (claim in GATES[kind] or claim == "sub") and _gates(kind, claim, row.claims[claim])
+    )
+    if not gates or any(_keeps_out(kind, claim, row.claims[claim]) for claim in row.claims):
+        return  # ungated (CAB201), or kept from the default branch's other events
+    gated = ", ".join(gates)
+    if kind == "github":
+        yield Finding(
+            "CAB202",
+            row.name,
+            f"is gated on the ref only ({gated}): GitHub runs workflows triggered by "
+            "pull_request_target (anyone's pull request from a fork), issue_comment, "
+            "workflow_run, schedule and other events on the default branch, and their tokens "
+            "carry its ref, so such a job that runs a pull request's code could publish",
+            "also constrain event_name: push (the events the release workflow runs on), pin "
+            "workflow_ref or job_workflow_ref to the release workflow file, or name an "
+            "environment with required reviewers",
+            GITHUB_EVENTS_DOCS,
+        )
+    else:
+        yield Finding(
+            "CAB202",
+            row.name,
+            f"is gated on the ref only ({gated}): in a merge-request pipeline ref, ref_path, "
+            "ci_config_ref_uri and sub name the merge request's source branch, so the pipeline "
+            "of a merge request from a fork's branch of that name, which a member runs in the "
+            "project with the fork's code, matches",
+            'also constrain ref_protected: "true" (a fork\'s branch is never protected in the '
+            'project), environment_protected: "true", or pipeline_source: push',
+            GITLAB_FORK_PIPELINES,
+        )
 
 
 def never_matches(row: Written) -> Iterator[Finding]:
@@ -682,6 +787,60 @@ def _gates(kind: Kind, claim: str, alternatives: frozenset[str]) -> bool:
     if claim in REF_CLAIMS:
         return all(_pinned_ref(alternative, bare) for alternative in alternatives)
     return claim in WORKFLOW_CLAIMS and all(map(_pinned_workflow, alternatives))
+
+
+def _keeps_out(kind: Kind, claim: str, alternatives: frozenset[str]) -> bool:
+    """Whether the constraint ``claim``: ``alternatives`` keeps a ref-gated rule from matching
+    the default branch's other events (GitHub) or a merge request's source branch (GitLab):
+    REF_ONLY_RULE."""
+    if claim == "ref_type":
+        return not any(_matches_one(alternative, ("branch",)) for alternative in alternatives)
+    if kind == "github":
+        if claim == "event_name":
+            return not any(_matches_one(a, DEFAULT_BRANCH_EVENTS) for a in alternatives)
+        if claim in ("environment", "workflow_ref", "job_workflow_ref"):
+            return _gates(kind, claim, alternatives)
+        if claim == "ref":
+            return not any(map(_may_be_branch, alternatives))
+        if claim == "sub":
+            return all(map(_github_subject_keeps_out, alternatives))
+        return False
+    if claim in FLAG_CLAIMS:
+        return alternatives == {"true"}
+    if claim == "pipeline_source":
+        return not any(_matches_one(a, SOURCE_BRANCH_PIPELINES) for a in alternatives)
+    if claim == "ref_path":
+        return not any(map(_may_be_branch, alternatives))
+    if claim == "ci_config_ref_uri":
+        return all(
+            "@" in alternative and not _may_be_branch(alternative.rpartition("@")[2])
+            for alternative in alternatives
+        )
+    if claim == "sub":
+        return all(":ref_type:tag:" in alternative for alternative in alternatives)
+    return False
+
+
+def _may_be_branch(glob: str) -> bool:
+    """Whether ``glob`` matches some branch ref, ``refs/heads/NAME``."""
+    branches = "refs/heads/"
+    if "*" not in glob:
+        return glob.startswith(branches)
+    literal = glob.split("*", 1)[0]
+    return literal.startswith(branches) or branches.startswith(literal)
+
+
+def _github_subject_keeps_out(glob: str) -> bool:
+    """A GitHub ``sub`` alternative naming an environment without a ``*`` or a ref that is no
+    branch (a workflow on the default branch of another event has ``ref:`` that branch, or
+    ``pull_request`` for pull_request_target)."""
+    for marker in (":environment:", ":ref:"):
+        if marker in glob:
+            rest = glob.rsplit(marker, 1)[1]
+            if marker == ":environment:":
+                return rest != "" and "*" not in rest
+            return _pinned_ref(rest) and not _may_be_branch(rest)
+    return False
 
 
 def _pinned_ref(glob: str, bare: bool = False) -> bool:

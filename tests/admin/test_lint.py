@@ -34,7 +34,9 @@ ISSUERS = {
 }
 READ = {"repository": "internal", "access": "read"}
 IDS = {"repository_owner_id": "1234567", "repository_id": "7654321"}
-MAIN = {**IDS, "ref": "refs/heads/main"}
+# A release rule: a push to main (CAB202 warns of the ref alone, REF_MAIN).
+REF_MAIN = {**IDS, "ref": "refs/heads/main"}
+MAIN = {**REF_MAIN, "event_name": "push"}
 
 
 def publish(*packages: str, repository: str = "internal") -> dict[str, Any]:
@@ -104,6 +106,38 @@ GATED: dict[str, dict[str, Any]] = {
         "workflow_ref": "acme/app/.github/workflows/release.yml@refs/heads/main"
     },
     "a sub naming main": {"sub": "repo:acme/app:ref:refs/heads/main"},
+}
+# CAB202: those of GATED that gate on a ref only (GitHub's default branch can be any branch).
+REF_ONLY = {
+    "a branch prefix",
+    "two branches",
+    "a protected ref",
+    "a protected ref and any ref",
+    "a sub naming main",
+}
+# CAB202: what else a rule gated on main must constrain, and what does not do it.
+KEPT_OUT: dict[str, dict[str, Any]] = {
+    "a push": {"event_name": "push"},
+    "a push or a dispatch": {"event_name": ["push", "workflow_dispatch"]},
+    "a release environment": {"environment": "release"},
+    "the release workflow": {
+        "workflow_ref": "acme/app/.github/workflows/release.yml@refs/heads/main"
+    },
+    "a reusable release workflow": {
+        "job_workflow_ref": "acme/ci/.github/workflows/publish.yml@refs/tags/v1"
+    },
+}
+NOT_KEPT_OUT: dict[str, dict[str, Any]] = {
+    "any event": {},
+    "a push or pull_request_target": {"event_name": ["push", "pull_request_target"]},
+    "any pull request event": {"event_name": "pull_request*"},
+    "an issue comment": {"event_name": "issue_comment"},
+    "a finished workflow run": {"event_name": "workflow_run"},
+    "a schedule": {"event_name": "schedule"},
+    "any environment": {"environment": "*-release"},
+    "any workflow file": {"workflow_ref": "acme/app/.github/workflows/*@refs/heads/main"},
+    "a branch, not a tag": {"ref_type": "branch"},
+    "a protected ref": {"ref_protected": "true"},
 }
 NOT_GATED: dict[str, dict[str, Any]] = {
     "every branch": {"ref": "refs/heads/*"},
@@ -275,7 +309,10 @@ CASES: dict[str, Case] = {
         f"publish gated by {about}": Case(
             "CAB201",
             document(rule("rel", {**IDS, **claims}, publish("acme-*"))),
-            {("CAB102", "rel")} if "sub" in claims else set(),
+            {
+                *((("CAB102", "rel"),) if "sub" in claims else ()),
+                *((("CAB202", "rel"),) if about in REF_ONLY else ()),
+            },
         )
         for about, claims in GATED.items()
     },
@@ -292,7 +329,7 @@ CASES: dict[str, Case] = {
         document(
             rule("gl", {"job_project_id": "1", "ref": "main"}, publish("acme-*"), issuer="gitlab")
         ),
-        set(),
+        {("CAB202", "gl")},
     ),
     "GitLab publish from a protected environment": Case(
         "CAB201",
@@ -334,6 +371,89 @@ CASES: dict[str, Case] = {
         "CAB201", document(rule("corp", {"groups": "rel"}, publish("acme-*"), "corp")), set()
     ),
     "read on ids alone": Case("CAB201", document(rule("ci", IDS)), set()),
+    # CAB202: CI publish rules gated on a ref only. GitHub: workflows of pull_request_target,
+    # issue_comment, workflow_run, schedule… run on the default branch with its ref.
+    **{
+        f"publish from main for {about}": Case(
+            "CAB202", document(rule("rel", {**REF_MAIN, **claims}, publish("acme-*"))), set()
+        )
+        for about, claims in KEPT_OUT.items()
+    },
+    **{
+        f"publish from main for {about}": Case(
+            "CAB202",
+            document(rule("rel", {**REF_MAIN, **claims}, publish("acme-*"))),
+            {("CAB202", "rel")},
+        )
+        for about, claims in NOT_KEPT_OUT.items()
+    },
+    "publish on a stand-in's main for any event": Case(
+        "CAB202",
+        document(rule("rel", REF_MAIN, publish("acme-*"), issuer="standin")),
+        {("CAB202", "rel")},
+    ),
+    "publish on GitHub Enterprise Server's main for any event": Case(
+        "CAB202",
+        document(rule("rel", REF_MAIN, publish("acme-*"), issuer="ghes")),
+        {("CAB202", "rel")},
+    ),
+    "publish on a sub naming a tag": Case(
+        "CAB202",
+        document(rule("rel", {**IDS, "sub": "repo:acme/app:ref:refs/tags/v1"}, publish("a"))),
+        {("CAB102", "rel")},
+    ),
+    "publish from protected tags": Case(
+        "CAB202",
+        document(rule("rel", {**IDS, "ref_protected": "true", "ref_type": "tag"}, publish("a"))),
+        set(),
+    ),
+    "read from main for any event": Case("CAB202", document(rule("ci", REF_MAIN)), set()),
+    "publish from every branch for any event": Case(
+        "CAB202",
+        document(rule("rel", {**IDS, "ref": "refs/heads/*"}, publish("acme-*"))),
+        {("CAB201", "rel")},  # ungated: CAB201 says it, not CAB202
+    ),
+    # GitLab: a merge-request pipeline's ref, ref_path, ci_config_ref_uri and sub name its
+    # source branch, a fork's too.
+    **{
+        f"GitLab publish from {about}": Case(
+            "CAB202",
+            document(
+                rule("gl", {"job_project_id": "1", **claims}, publish("acme-*"), issuer="gitlab")
+            ),
+            {("CAB202", "gl")} if warns else set(),
+        )
+        for about, claims, warns in [
+            ("a branch path", {"ref_path": "refs/heads/main"}, True),
+            (
+                "the default branch's CI file",
+                {"ci_config_ref_uri": "gitlab.com/acme/data//.gitlab-ci.yml@refs/heads/main"},
+                True,
+            ),
+            (
+                "main, merge requests included",
+                {"ref": "main", "pipeline_source": ["push", "merge_request_event"]},
+                True,
+            ),
+            ("main, in any merge_* pipeline", {"ref": "main", "pipeline_source": "merge_*"}, True),
+            ("main in a named environment", {"ref": "main", "environment": "production"}, True),
+            ("main, on a self-hosted GitLab", {"ref": "main", "job_project_path": "a/b"}, True),
+            ("main, pushed", {"ref": "main", "pipeline_source": "push"}, False),
+            ("main, protected", {"ref": "main", "ref_protected": "true"}, False),
+            (
+                "a protected environment",
+                {"ref": "main", "environment": "production", "environment_protected": "true"},
+                False,
+            ),
+            ("a tag", {"ref": "v1.0", "ref_type": "tag"}, False),
+            ("a tag path", {"ref_path": "refs/tags/v*"}, False),
+            (
+                "a tag's CI file",
+                {"ci_config_ref_uri": "gitlab.com/acme/data//.gitlab-ci.yml@refs/tags/v*"},
+                False,
+            ),
+        ]
+    },
     # CAB301: redundant rules.
     "the same rule twice": Case(
         "CAB301", document(rule("a", IDS), rule("b", IDS)), {("CAB301", "b")}
@@ -652,3 +772,21 @@ def test_ci_findings_cite_their_ci_s_claims_reference() -> None:
     for text, source in ((github, lint.GITHUB_DOCS), (gitlab, lint.GITLAB_DOCS)):
         (finding,) = check(text, Deployment()).findings
         assert finding.as_json()["docs"] == source
+
+
+def test_a_ref_only_gate_cites_the_events_or_the_fork_pipelines() -> None:
+    """CAB202 cites GitHub's events that trigger workflows (GITHUB_REF of each) or GitLab's
+    merge request pipelines run in the parent project, and its fix says what to add."""
+    github = CASES["publish from main for any event"].text
+    gitlab = CASES["GitLab publish from a branch path"].text
+    (found_github,) = check(github, Deployment()).findings
+    (found_gitlab,) = check(gitlab, Deployment()).findings
+    assert found_github.as_json()["docs"] == lint.GITHUB_EVENTS_DOCS
+    assert "pull_request_target" in found_github.message
+    assert "event_name: push" in found_github.fix
+    assert found_gitlab.as_json()["docs"] == lint.GITLAB_FORK_PIPELINES
+    assert 'ref_protected: "true"' in found_gitlab.fix
+    for event in ("pull_request_target", "issue_comment", "workflow_run", "schedule"):
+        assert event in lint.DEFAULT_BRANCH_EVENTS
+    for kept in ("push", "workflow_dispatch", "release", "pull_request", "merge_group"):
+        assert kept not in lint.DEFAULT_BRANCH_EVENTS
