@@ -467,3 +467,20 @@ def test_the_module_runs_as_the_command() -> None:
     assert done.returncode == 0, done.stderr
     for command in ("push", "history", "pull", "rollback"):
         assert command in done.stdout
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback() -> None:
+    """``cabroker-admin … | head``: the pipe closes before the output is written."""
+    script = (
+        "import os, sys\n"
+        "read, write = os.pipe()\n"
+        "os.close(read)\n"
+        "os.dup2(write, sys.stdout.fileno())\n"
+        "from cabroker_admin.cli import main\n"
+        "sys.exit(main(['rules', 'schema']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 141  # as a shell reports a program SIGPIPE ends
+    assert done.stderr == ""

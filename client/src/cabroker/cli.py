@@ -4,11 +4,12 @@ here and printed as one actionable line with a documented exit code."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
 from .commands import configure, env, grants, login, logout, status
-from .errors import EXIT_BUG, EXIT_USAGE, CabrokerError
+from .errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_USAGE, CabrokerError
 
 DESCRIPTION = """\
 Get a short-lived AWS CodeArtifact token from your organisation's token broker, with the
@@ -26,7 +27,8 @@ IAM rights are needed.
 EPILOG = """\
 exit codes: 0 ok, 1 bug (run with --debug and report it), 2 usage (or not a broker URL),
 3 the broker refused, 4 the broker is unreachable or busy, or its answer is unusable,
-5 no usable identity, 6 token expired or missing, 7 a file could not be written or restored.
+5 no usable identity, 6 token expired or missing, 7 a file could not be written or restored,
+141 the output's reader stopped reading (... | head).
 """
 
 
@@ -51,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         parser().print_help()
         return EXIT_USAGE
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # here, where a closed pipe can still be answered
+        return code
+    except BrokenPipeError:
+        # Whoever read the output stopped (`cabroker env | head`): the rest is not wanted.
+        # Output goes nowhere from now on, so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except CabrokerError as error:
         if args.debug:
             raise

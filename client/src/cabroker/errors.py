@@ -25,6 +25,7 @@ EXIT_UNAVAILABLE = 4
 EXIT_IDENTITY = 5
 EXIT_EXPIRED = 6
 EXIT_FILES = 7
+EXIT_BROKEN_PIPE = 141  # the output's reader stopped reading (128 + SIGPIPE, as a shell says)
 
 
 class CabrokerError(Exception):
