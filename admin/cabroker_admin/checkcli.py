@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from broker.scope import Domain
-from broker.settings import ACCOUNT_ID, DOMAIN_NAME, REGION
-from cabroker_admin import lint, target
-from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
+from cabroker_admin import lint
+from cabroker_admin.deployment import add_flags, domain_of, repositories_of
 from cabroker_admin.errors import UsageError
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
-PARTITION = re.compile(r"^aws(-[a-z]+)*$")
 SCHEMA = "rules.schema.json"  # beside this module, in the wheel too
 
 
 def register(commands: Commands) -> None:
-    placeholder = PLACEHOLDER_DOMAIN
     check = commands.add_parser(
         "check",
         help="validate a rules file with the broker's loader and lint it (offline)",
@@ -60,37 +55,11 @@ def register(commands: Commands) -> None:
         "domain: without --domain and the others it is computed for a placeholder domain.",
     )
     deployment.add_argument(
-        "--repositories",
-        metavar="A,B",
-        help="the repositories the broker serves (the stack's PrivateRepositoryNames)",
-    )
-    deployment.add_argument(
         "--internal-prefixes",
         metavar="A,B",
         help="the normalized internal prefixes the package groups guard (InternalPrefixes)",
     )
-    deployment.add_argument(
-        "--domain",
-        metavar="NAME",
-        default=placeholder.name,
-        help=f"the CodeArtifact domain (default: {placeholder.name})",
-    )
-    deployment.add_argument(
-        "--domain-owner",
-        metavar="ACCOUNT",
-        default=placeholder.owner,
-        help=f"the domain's owner account (default: {placeholder.owner})",
-    )
-    deployment.add_argument(
-        "--region",
-        default=placeholder.region,
-        help=f"the domain's region (default: {placeholder.region})",
-    )
-    deployment.add_argument(
-        "--partition",
-        default=placeholder.partition,
-        help=f"the AWS partition (default: {placeholder.partition})",
-    )
+    add_flags(deployment)
     check.set_defaults(run=run_check)
 
     schema = commands.add_parser(
@@ -154,24 +123,12 @@ def summary(origin: str, result: lint.Result, strict: bool) -> str:
 
 
 def deployment_of(args: argparse.Namespace) -> lint.Deployment:
-    if not DOMAIN_NAME.fullmatch(args.domain):
-        raise UsageError(f"--domain {args.domain!r} is not a CodeArtifact domain name")
-    if not ACCOUNT_ID.fullmatch(args.domain_owner):
-        raise UsageError(f"--domain-owner {args.domain_owner!r} is not a 12-digit AWS account id")
-    if not REGION.fullmatch(args.region):
-        raise UsageError(f"--region {args.region!r} is not an AWS region")
-    if not PARTITION.fullmatch(args.partition):
-        raise UsageError(f"--partition {args.partition!r} is not an AWS partition")
-    domain = Domain(
-        partition=args.partition, region=args.region, owner=args.domain_owner, name=args.domain
-    )
-    repositories: tuple[str, ...] = ()
-    if args.repositories is not None:
-        repositories = target.repositories(args.repositories, "--repositories", UsageError)
     prefixes = None
     if args.internal_prefixes is not None:
         prefixes = internal_prefixes(args.internal_prefixes)
-    return lint.Deployment(domain=domain, repositories=repositories, internal_prefixes=prefixes)
+    return lint.Deployment(
+        domain=domain_of(args), repositories=repositories_of(args), internal_prefixes=prefixes
+    )
 
 
 def internal_prefixes(listed: str) -> tuple[str, ...]:

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 from broker.explain import NO_BODY, Explanation, explain
 from broker.rules import RuleSet
 from broker.scope import Domain
-from broker.settings import ACCOUNT_ID, DOMAIN_NAME
-from cabroker_admin import evaluate, rulesdiff, target
-from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
+from cabroker_admin import evaluate, rulesdiff
+from cabroker_admin.deployment import add_flags, domain_of, repositories_of
 from cabroker_admin.errors import UsageError
 from cabroker_admin.evaluate import RulesInvalid
 
@@ -299,27 +298,12 @@ def _served(command: argparse.ArgumentParser) -> None:
     given = command.add_argument_group(
         "the acceptance check",
         "A document is checked as the broker and a push check it: every grant fits in a "
-        "session policy (for --domain and --domain-owner when given, else a placeholder "
-        "domain) and, with --repositories, names one of them. A decision's grant must fit "
-        "too, as the broker checks at request time (else policy-too-large).",
+        "session policy (for the domain the flags name, else a placeholder domain) and, with "
+        "--repositories, names one of them. A decision's grant must fit too, as the broker "
+        "checks at request time (else policy-too-large).",
     )
-    given.add_argument("--repositories", metavar="A,B", help="the repositories the broker serves")
-    given.add_argument("--domain", metavar="NAME", help="the CodeArtifact domain")
-    given.add_argument("--domain-owner", metavar="ACCOUNT", help="the domain's owner")
+    add_flags(given)
 
 
 def _served_of(args: argparse.Namespace) -> tuple[Sequence[str], Domain]:
-    repositories: Sequence[str] = ()
-    if args.repositories is not None:
-        repositories = target.repositories(args.repositories, "--repositories", UsageError)
-    if args.domain is not None and not DOMAIN_NAME.fullmatch(args.domain):
-        raise UsageError(f"--domain {args.domain!r} is not a CodeArtifact domain name")
-    if args.domain_owner is not None and not ACCOUNT_ID.fullmatch(args.domain_owner):
-        raise UsageError(f"--domain-owner {args.domain_owner!r} is not a 12-digit AWS account id")
-    domain = Domain(
-        partition=PLACEHOLDER_DOMAIN.partition,
-        region=PLACEHOLDER_DOMAIN.region,
-        owner=args.domain_owner or PLACEHOLDER_DOMAIN.owner,
-        name=args.domain or PLACEHOLDER_DOMAIN.name,
-    )
-    return repositories, domain
+    return repositories_of(args), domain_of(args)
