@@ -51,12 +51,18 @@ def test_the_github_examples_match_a_github_actions_token() -> None:
         "repository_owner_id": "1234567",
         "repository_id": "7654321",
         "ref": "refs/heads/main",
+        "event_name": "push",
         "environment": "release",
     }
     matched = [rule.name for rule in rules.matching("github", claims)]
     assert matched == ["release-from-main", "ci-read"]
     elsewhere = {**claims, "ref": "refs/heads/feature", "environment": "test"}
     assert [rule.name for rule in rules.matching("github", elsewhere)] == ["ci-read"]
+    # A workflow GitHub runs on main for another event (a pull request from a fork, a comment):
+    # the same ref, not a push.
+    for event in ("pull_request_target", "issue_comment", "workflow_run", "schedule"):
+        other = {**claims, "event_name": event}
+        assert [rule.name for rule in rules.matching("github", other)] == ["ci-read"]
     # Immutable ids, not names that can change hands.
     release = next(rule for rule in rules.rules if rule.name == "release-from-main")
     assert {c.claim for c in release.constraints} >= {"repository_owner_id", "repository_id"}
