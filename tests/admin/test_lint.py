@@ -157,6 +157,38 @@ NOT_GATED: dict[str, dict[str, Any]] = {
     "ref_type alone": {"ref_type": "tag"},
 }
 
+# CAB202, GitLab: (about, the claims besides job_project_id, whether CAB202 warns).
+GITLAB_REF_ONLY: list[tuple[str, dict[str, Any], bool]] = [
+    ("a branch path", {"ref_path": "refs/heads/main"}, True),
+    (
+        "the default branch's CI file",
+        {"ci_config_ref_uri": "gitlab.com/acme/data//.gitlab-ci.yml@refs/heads/main"},
+        True,
+    ),
+    (
+        "main, merge requests included",
+        {"ref": "main", "pipeline_source": ["push", "merge_request_event"]},
+        True,
+    ),
+    ("main, in any merge_* pipeline", {"ref": "main", "pipeline_source": "merge_*"}, True),
+    ("main in a named environment", {"ref": "main", "environment": "production"}, True),
+    ("main, on a self-hosted GitLab", {"ref": "main", "job_project_path": "a/b"}, True),
+    ("main, pushed", {"ref": "main", "pipeline_source": "push"}, False),
+    ("main, protected", {"ref": "main", "ref_protected": "true"}, False),
+    (
+        "a protected environment",
+        {"ref": "main", "environment": "production", "environment_protected": "true"},
+        False,
+    ),
+    ("a tag", {"ref": "v1.0", "ref_type": "tag"}, False),
+    ("a tag path", {"ref_path": "refs/tags/v*"}, False),
+    (
+        "a tag's CI file",
+        {"ci_config_ref_uri": "gitlab.com/acme/data//.gitlab-ci.yml@refs/tags/v*"},
+        False,
+    ),
+]
+
 CASES: dict[str, Case] = {
     # CAB001: the broker refuses the document; the lints do not run.
     "invalid": Case(
@@ -423,36 +455,7 @@ CASES: dict[str, Case] = {
             ),
             {("CAB202", "gl")} if warns else set(),
         )
-        for about, claims, warns in [
-            ("a branch path", {"ref_path": "refs/heads/main"}, True),
-            (
-                "the default branch's CI file",
-                {"ci_config_ref_uri": "gitlab.com/acme/data//.gitlab-ci.yml@refs/heads/main"},
-                True,
-            ),
-            (
-                "main, merge requests included",
-                {"ref": "main", "pipeline_source": ["push", "merge_request_event"]},
-                True,
-            ),
-            ("main, in any merge_* pipeline", {"ref": "main", "pipeline_source": "merge_*"}, True),
-            ("main in a named environment", {"ref": "main", "environment": "production"}, True),
-            ("main, on a self-hosted GitLab", {"ref": "main", "job_project_path": "a/b"}, True),
-            ("main, pushed", {"ref": "main", "pipeline_source": "push"}, False),
-            ("main, protected", {"ref": "main", "ref_protected": "true"}, False),
-            (
-                "a protected environment",
-                {"ref": "main", "environment": "production", "environment_protected": "true"},
-                False,
-            ),
-            ("a tag", {"ref": "v1.0", "ref_type": "tag"}, False),
-            ("a tag path", {"ref_path": "refs/tags/v*"}, False),
-            (
-                "a tag's CI file",
-                {"ci_config_ref_uri": "gitlab.com/acme/data//.gitlab-ci.yml@refs/tags/v*"},
-                False,
-            ),
-        ]
+        for about, claims, warns in GITLAB_REF_ONLY
     },
     # CAB301: redundant rules.
     "the same rule twice": Case(
