@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 
+from broker.acceptance import accept
+from broker.rules import RulesError, RuleSet
 from broker.scope import Domain
 from broker.settings import ACCOUNT_ID, DOMAIN_NAME, REGION
 from cabroker_admin import target
-from cabroker_admin.errors import UsageError
+from cabroker_admin.errors import AdminError, UsageError, one_line
 
 PLACEHOLDER_DOMAIN = Domain(
     partition="aws", region="us-east-1", owner="111122223333", name="domain"
@@ -78,3 +81,19 @@ def repositories_of(args: argparse.Namespace) -> tuple[str, ...]:
     if args.repositories is None:
         return ()
     return target.repositories(args.repositories, "--repositories", UsageError)
+
+
+def accepted(
+    text: str, origin: str, domain: Domain, served: Iterable[str], error: type[AdminError]
+) -> RuleSet:
+    """The rules in ``text`` if the broker would serve them for ``domain`` and the repositories
+    ``served`` (:func:`broker.acceptance.accept`, the broker's one acceptance check); else
+    ``error``, one line starting with ``origin`` (a file, a version of the parameter)."""
+    try:
+        return accept(text, domain, tuple(served))
+    except RulesError as refused:
+        raise error(f"{origin}: {one_line(str(refused))}") from None
+    except Exception as failed:  # noqa: BLE001 - as the broker: any failure means "invalid"
+        raise error(
+            f"{origin}: the document could not be compiled ({type(failed).__name__})"
+        ) from None

@@ -34,7 +34,6 @@ from typing import Any
 
 import yaml
 
-from broker.acceptance import accept
 from broker.explain import NO_BODY, ChangeKind, Decision, Explanation, change_kind, explain
 from broker.problems import (
     AmbiguousRequest,
@@ -46,7 +45,7 @@ from broker.problems import (
 )
 from broker.rules import ACCESS_LEVELS, Access, RulesError, RuleSet, package_patterns
 from broker.scope import Domain
-from cabroker_admin.deployment import PLACEHOLDER_DOMAIN
+from cabroker_admin.deployment import PLACEHOLDER_DOMAIN, accepted
 from cabroker_admin.errors import AdminError, UsageError, one_line
 
 # The denials a test may expect: the broker's problem slugs for a token request.
@@ -94,14 +93,7 @@ def load_rules(
     the broker's one acceptance check (every rule's full grant fits in a session policy for
     ``domain``, and, unless ``repositories`` is empty, every grant names one of them).
     Invalid: :class:`RulesInvalid`, one line starting with ``origin``."""
-    try:
-        return accept(text, domain, repositories)
-    except RulesError as error:
-        raise RulesInvalid(f"{origin}: {one_line(str(error))}") from None
-    except Exception as error:  # noqa: BLE001 - as the broker: any failure means "invalid"
-        raise RulesInvalid(
-            f"{origin}: the document could not be compiled ({type(error).__name__})"
-        ) from None
+    return accepted(text, origin, domain, repositories, RulesInvalid)
 
 
 # --------------------------------------------------------------------------- the tests document

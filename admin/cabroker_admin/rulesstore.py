@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from broker.acceptance import accept
-from broker.rules import RulesError, RuleSet
+from broker.rules import RuleSet
 from broker.scope import Domain
-from cabroker_admin.errors import AdminError, aws_call, aws_error, error_code, one_line
+from cabroker_admin.deployment import accepted
+from cabroker_admin.errors import AdminError, aws_call, aws_error, error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -93,14 +93,7 @@ def check(text: str, domain: Domain, served: Iterable[str], origin: str) -> Rule
             f"{origin}: {size} bytes, over the {MAX_BYTES} bytes an SSM parameter holds; "
             "use broader claim patterns or fewer rules"
         )
-    try:
-        return accept(text, domain, served)
-    except RulesError as error:
-        raise RulesRefused(f"{origin}: {one_line(str(error))}") from None
-    except Exception as error:  # noqa: BLE001 - as the broker: any failure means "invalid"
-        raise RulesRefused(
-            f"{origin}: the document could not be compiled ({type(error).__name__})"
-        ) from None
+    return accepted(text, origin, domain, served, RulesRefused)
 
 
 def plan(
