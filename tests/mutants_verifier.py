@@ -91,7 +91,7 @@ MUTANTS: list[Mutant] = [
     mutant(
         "azp demanded of single-audience tokens too",
         SHAPE,
-        "if len(audiences) <= 1:",
+        "if len(audiences_of(claims)) <= 1:",
         "if False:",
         TESTS,
     ),

@@ -41,7 +41,7 @@ from .problems import BrokerError, InvalidToken
 from .rules import RuleSet
 from .rulesource import RulesSource
 from .scope import Domain
-from .tokenshape import check_authorized_party
+from .tokenshape import audiences_of, check_authorized_party
 
 logger = Logger(service="cabroker", child=True)
 
@@ -111,7 +111,7 @@ def decide(
     refused: str | None = None
     if issuer is None:
         refused = f"the shadow rules trust no issuer at {identity.issuer.url}"
-    elif issuer.audience not in _audiences(identity.claims.get("aud")):
+    elif issuer.audience not in audiences_of(identity.claims):
         refused = (
             f"the ID token's audience is not {issuer.audience!r} of shadow issuer {issuer.name!r}"
         )
@@ -153,8 +153,3 @@ def fields(kind: ChangeKind, shadow: Explanation) -> dict[str, Any]:
     if not shadow.allowed:
         found["shadow_evaluation"] = audit_trace(shadow.rules)
     return found
-
-
-def _audiences(aud: object) -> set[str]:
-    values = [aud] if isinstance(aud, str) else aud
-    return {a for a in values if isinstance(a, str)} if isinstance(values, list) else set()

@@ -62,13 +62,17 @@ def check_dates(claims: Mapping[str, Any]) -> None:
             )
 
 
+def audiences_of(claims: Mapping[str, Any]) -> set[str]:
+    """The audiences ``aud`` names: a string, or the strings of a list (nothing else)."""
+    audience = claims.get("aud")
+    values = [audience] if isinstance(audience, str) else audience
+    return {a for a in values if isinstance(a, str)} if isinstance(values, list) else set()
+
+
 def check_authorized_party(claims: Mapping[str, Any], issuer: Issuer) -> None:
     """With several audiences, ``azp`` must be present and name this broker (after PyJWT
     verified ``aud``: a string or a list of strings that holds the issuer's audience)."""
-    audience = claims.get("aud")
-    values = [audience] if isinstance(audience, str) else audience
-    audiences = {a for a in values if isinstance(a, str)} if isinstance(values, list) else set()
-    if len(audiences) <= 1:
+    if len(audiences_of(claims)) <= 1:
         return
     if "azp" not in claims:
         raise InvalidToken(
