@@ -22,8 +22,8 @@ match in each, and why; the sources are cited there and below.
   merge request's *source* project and branch (a fork's, for a merge request from a fork),
   while ``job_project_*`` and ``job_namespace_*`` (GitLab 18.4) name the project whose pipeline
   runs the job (https://gitlab.com/gitlab-org/gitlab/-/issues/563038, and GitLab's spec
-  ``spec/lib/gitlab/ci/jwt_v2_spec.rb``, "when the pipeline is for a merge request from a
-  forked project").
+  https://gitlab.com/gitlab-org/gitlab/-/blob/master/spec/lib/gitlab/ci/jwt_v2_spec.rb,
+  "when the pipeline is for a merge request from a forked project").
 - **AWS STS** ``GetWebIdentityToken`` (https://docs.aws.amazon.com/IAM/latest/UserGuide/
   id_roles_providers_outbound_token_claims.html): ``sub`` is the calling role's ARN; everything
   AWS-specific is nested in one object under the claim ``https://sts.amazonaws.com/``

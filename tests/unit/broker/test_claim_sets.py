@@ -106,7 +106,12 @@ def test_both_github_subject_formats_get_the_same_decision(
     idp: IdentityProvider, verifier: Verifier, rules: RuleSet, job: str, body: dict[str, str]
 ) -> None:
     """Rules on ids decide alike whether the repository's sub has names only (created before
-    2026-07-15) or ids too (the default since): the sub never decides."""
+    2026-07-15) or ids too (the default since): the sub never decides. That needs a rules
+    document in which no GitHub rule matches ``sub`` (asserted first, so that a rule added on
+    ``sub``, one of those GitHub's change broke, fails here rather than passing unnoticed)."""
+    github_rules = [rule for rule in rules.rules if rule.issuer == "github"]
+    assert github_rules
+    assert all("sub" not in {c.claim for c in rule.constraints} for rule in github_rules)
     claims = GITHUB_JOBS[job]
     formats: dict[SubjectFormat, str] = {"names": "", "ids": ""}
     outcomes = {}
