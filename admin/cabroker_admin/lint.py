@@ -27,15 +27,12 @@ merely overlap are not compared.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
 from urllib.parse import urlsplit
-
-import yaml
 
 from broker import names
 from broker.acceptance import accept
@@ -394,33 +391,18 @@ def check(text: str, deployment: Deployment) -> Result:
         named = re.match(r"rule '([A-Za-z0-9._-]+)': ", message)
         rule, reason = (named.group(1), message[named.end() :]) if named else (None, message)
         return Result(None, (Finding("CAB001", rule, reason, LINTS["CAB001"].fix),))
-    return Result(rules, tuple(lint(rules, claims_of(text), deployment)))
+    return Result(rules, tuple(lint(rules, claims_of(rules), deployment)))
 
 
 # --------------------------------------------------------------------------- the document
 
 
-def document_data(text: str) -> Any:
-    """The document's data as a schema or a linter sees it: JSON as JSON (as the broker reads
-    it), anything else as YAML (safe; duplicate keys keep the last, unlike the broker)."""
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            pass
-    return yaml.safe_load(text)
-
-
-def claims_of(text: str) -> list[dict[str, frozenset[str]]]:
-    """Each rule's claim constraints as written: claim → its alternatives (for a document the
-    broker accepted, so every value is a string or a list of strings)."""
-    document = document_data(text)
+def claims_of(rules: RuleSet) -> list[dict[str, frozenset[str]]]:
+    """Each rule's claim constraints as written: claim → its alternatives (what the broker's
+    loader kept of the document, :attr:`broker.rules.ClaimConstraint.alternatives`)."""
     return [
-        {
-            str(claim): frozenset(value if isinstance(value, list) else [value])
-            for claim, value in raw["claims"].items()
-        }
-        for raw in document.get("rules", [])
+        {constraint.claim: frozenset(constraint.alternatives) for constraint in rule.constraints}
+        for rule in rules.rules
     ]
 
 

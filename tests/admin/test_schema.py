@@ -30,7 +30,7 @@ from broker.acceptance import accept
 from broker.rules import RulesError
 from broker.settings import MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS, REPOSITORY_NAME
 from cabroker_admin.checkcli import schema_text
-from cabroker_admin.lint import PLACEHOLDER_DOMAIN, document_data
+from cabroker_admin.lint import PLACEHOLDER_DOMAIN
 from devstack.stack import expand_rules
 from tests.admin.test_rules_file import uncommented
 from tests.unit.broker.strategies import Tally, fixed, rules_documents
@@ -71,6 +71,17 @@ def loader_error(text: str) -> str | None:
     except RulesError as error:
         return str(error)
     return None
+
+
+def document_data(text: str) -> Any:
+    """The document's data as a schema or a linter sees it: JSON as JSON (as the broker reads
+    it), anything else as YAML (safe; duplicate keys keep the last, unlike the broker)."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            pass
+    return yaml.safe_load(text)
 
 
 def data_of(text: str) -> tuple[bool, Any]:
