@@ -211,10 +211,7 @@ class _Login:
         return _Endpoints(device, token)
 
     def _authorize(self, endpoints: _Endpoints) -> _Authorization:
-        form = {"client_id": self.client_id, "scope": " ".join(self.issuer.scopes)}
-        if self.issuer.client_secret:
-            # RFC 8628 §3.1: a client with credentials authenticates here too (client_secret_post)
-            form["client_secret"] = self.issuer.client_secret
+        form = {**self._client(), "scope": " ".join(self.issuer.scopes)}
         try:
             status, body = self._send("POST", endpoints.device_authorization, data=form)
         except _Unreachable as error:
@@ -256,10 +253,8 @@ class _Login:
         form = {
             "grant_type": DEVICE_CODE_GRANT,
             "device_code": authorization.device_code,
-            "client_id": self.client_id,
+            **self._client(),
         }
-        if self.issuer.client_secret:  # a public secret some IdPs require (client_secret_post)
-            form["client_secret"] = self.issuer.client_secret
         deadline = self.clock() + authorization.expires_in
         interval = wait = authorization.interval
         trouble: str | None = None
@@ -300,6 +295,13 @@ class _Login:
                 f"issuer {self.issuer.name} refused the device login: {_oauth_error(body)}; {fix}"
             )
 
+    def _client(self) -> dict[str, str]:
+        """Who asks, on every request: the client id, and the public secret an IdP may require
+        (client_secret_post; RFC 8628 §3.1 wants it on the device authorization request too)."""
+        if self.issuer.client_secret:
+            return {"client_id": self.client_id, "client_secret": self.issuer.client_secret}
+        return {"client_id": self.client_id}
+
     def _hint(self, body: Mapping[str, Any] | None) -> str:
         """What to check when the issuer refuses this client: its scopes, or its client id and
         (for IdPs that require one) public client secret."""
@@ -308,12 +310,13 @@ class _Login:
             return (
                 f"the scopes asked for ({' '.join(self.issuer.scopes)}) must be allowed for "
                 f"client {self.client_id!r}: ask the broker's operator to check the issuer's "
-                f"scopes, or set {SCOPES_ENV}"
+                f"scopes, or set yours (cabroker configure URL --scope SCOPE, or {SCOPES_ENV})"
             )
         secret = (
             ""
             if self.issuer.client_secret
-            else f" (or set {CLIENT_SECRET_ENV} if it requires a client secret)"
+            else " (if it requires a client secret: cabroker configure URL --client-secret "
+            f"SECRET, or {CLIENT_SECRET_ENV})"
         )
         return f"ask the broker's operator to check client_id {self.client_id!r}{secret}"
 
