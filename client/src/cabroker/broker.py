@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
-from .config import DEFAULT_SCOPES, check_broker_url, scopes, unsafe_url
+from .config import DEFAULT_SCOPES, WORD, check_broker_url, scopes, unsafe_url
 from .errors import BrokerRefused, BrokerUnavailable, UsageError
 from .secret import Secret
 
@@ -60,12 +60,12 @@ class BrokerConfig:
             issuers=tuple(
                 Issuer(
                     _valid(i, "name", _ISSUER_NAME, what="issuers.name"),
-                    _valid(i, "url", _WORD, what="issuers.url"),
-                    _valid(i, "audience", _WORD, what="issuers.audience"),
-                    _valid(i, "client_id", _WORD, what="issuers.client_id")
+                    _valid(i, "url", WORD, what="issuers.url"),
+                    _valid(i, "audience", WORD, what="issuers.audience"),
+                    _valid(i, "client_id", WORD, what="issuers.client_id")
                     if i.get("client_id") is not None
                     else None,
-                    _valid(i, "client_secret", _WORD, what="issuers.client_secret")
+                    _valid(i, "client_secret", WORD, what="issuers.client_secret")
                     if i.get("client_secret") is not None
                     else None,
                     scopes(_list_or_none(i, "scopes", what="issuers.scopes"), "issuers.scopes"),
@@ -156,7 +156,6 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{0,255}")
 _ACCESS = re.compile(r"read|publish")
 _PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]!-]{1,255}")
 _ISSUER_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")  # the broker's own rule for issuer names
-_WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
 
 
 def _list_or_none(body: Mapping[str, Any], name: str, what: str) -> list[Any] | None:

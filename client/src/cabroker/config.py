@@ -32,7 +32,7 @@ SCOPES_ENV = "CABROKER_SCOPES"
 CLIENT_SECRET_ENV = "CABROKER_CLIENT_SECRET"  # noqa: S105 - a variable's name
 DEFAULT_SCOPES = ("openid",)
 MAX_SCOPES = 16  # as the broker's rules allow
-_WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
+WORD = re.compile(r"[!-~]{1,1024}")  # printable ASCII, no white space
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 §3.3 scope-token
 URL_ENV = "CABROKER_URL"
 MAX_AUDIENCE = 256
@@ -97,7 +97,7 @@ def scopes(value: object, what: str) -> tuple[str, ...]:
 def is_word(text: str) -> bool:
     """Printable ASCII without white space, at most 1024 characters: what may go in a form
     and a message (an issuer's URL, audience, client id or public client secret)."""
-    return _WORD.fullmatch(text) is not None
+    return WORD.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

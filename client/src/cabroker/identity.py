@@ -237,8 +237,9 @@ class Sources:
             return None
 
     def _wanted_scopes(self) -> tuple[str, ...] | None:
-        """The scopes the user asks for now (``CABROKER_SCOPES``), if any: a login kept from
-        one made with other scopes is not reused (it may lack the claims they add)."""
+        """The scopes the user asks for now (``CABROKER_SCOPES``, or saved by ``cabroker
+        configure``), if any: a login made with other scopes is not reused (it may lack the
+        claims they add)."""
         try:
             return login_settings(self.audiences.broker_url, self.env).scopes
         except UsageError:
