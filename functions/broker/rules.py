@@ -36,8 +36,9 @@ _ISSUER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SCOPES = ("openid",)
 MAX_SCOPES = 16
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+# what a client sends in a form and shows in a message: printable ASCII, no white space
 _WORD = re.compile(r"^[!-~]{1,1024}$")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 
 
@@ -52,7 +53,7 @@ class Issuer:
     audience: str
     client_id: str | None = None
     # Interactive login only (with client_id): a public "secret" an IdP requires on the device
-    # flow's token request (Google), and the scopes the client asks for (openid first).
+    # flow's requests (Google), and the scopes the client asks for (openid among them).
     client_secret: str | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
 
