@@ -10,6 +10,7 @@ answers ``slow_down``, which oidc-provider defines but never sends.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,9 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+
+from cabroker.broker import Issuer
+from cabroker.device import login
 
 HERE = Path(__file__).resolve().parent / "provider"
 PUBLIC_CLIENT = "cabroker-cli"
@@ -209,11 +213,6 @@ def _text(html: str) -> str:
 def logged_in(provider: Provider, who: str, client_id: str = PUBLIC_CLIENT) -> str:
     """An ID token from a device login of ``who`` to the provider, approved on its pages: the
     client's own login code, its waiting simulated (approved at the first wait)."""
-    import io
-
-    from cabroker.broker import Issuer
-    from cabroker.device import login
-
     chosen = Issuer("op", provider.issuer, client_id, client_id, scopes=("openid", "groups"))
     out = io.StringIO()
     person = Person()
